@@ -1,0 +1,200 @@
+//! The model-file contract between `kiln-train` (which writes `.onnx` files) and `kiln-infer`
+//! (which reads them). Every name that crosses that boundary lives here, so the two cannot drift.
+//!
+//! A kiln model is one ONNX file. Its `metadata_props` carry everything inference needs:
+//!
+//! | key                    | value                                                    |
+//! |------------------------|----------------------------------------------------------|
+//! | `kiln.format_version`  | [`FORMAT_VERSION`]                                       |
+//! | `kiln.kind`            | [`KIND_NEXT_WORD`]                                       |
+//! | `kiln.vocab`           | JSON array of words, in token-id order                   |
+//! | `kiln.tokenizer`       | JSON [`TokenizerSpec`]                                   |
+//! | `kiln.context`         | number of context words the model was trained on         |
+//! | `kiln.layers`, `kiln.hidden` | LSTM depth and width (shape of `h0`/`c0`)          |
+//! | `kiln.train_config`    | JSON: the training configuration, for provenance         |
+//!
+//! Next-word graphs take `tokens` int64 `[batch, seq]`, `h0`/`c0` float `[layers, batch, hidden]`
+//! and give `logits` float `[batch, vocab]` (last position), `hn`, `cn`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a reader of an older file would misread a newer one.
+pub const FORMAT_VERSION: u32 = 1;
+/// `kiln.kind` of a next-word language model.
+pub const KIND_NEXT_WORD: &str = "next-word";
+
+/// Metadata keys, as written into ONNX `metadata_props`.
+pub mod key {
+    pub const FORMAT_VERSION: &str = "kiln.format_version";
+    pub const KIND: &str = "kiln.kind";
+    pub const VOCAB: &str = "kiln.vocab";
+    pub const TOKENIZER: &str = "kiln.tokenizer";
+    pub const CONTEXT: &str = "kiln.context";
+    pub const LAYERS: &str = "kiln.layers";
+    pub const HIDDEN: &str = "kiln.hidden";
+    pub const TRAIN_CONFIG: &str = "kiln.train_config";
+}
+
+/// Graph input and output names of a next-word model.
+pub mod io {
+    pub const TOKENS: &str = "tokens";
+    pub const H0: &str = "h0";
+    pub const C0: &str = "c0";
+    pub const LOGITS: &str = "logits";
+    pub const HN: &str = "hn";
+    pub const CN: &str = "cn";
+    /// Names of the symbolic dimensions.
+    pub const BATCH: &str = "batch";
+    pub const SEQ: &str = "seq";
+}
+
+/// The word used for out-of-vocabulary words, when the vocabulary has one.
+pub const UNK: &str = "<unk>";
+
+/// How text is cut into words. Training and inference must agree, so it travels in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenizerSpec {
+    /// Lower-case the text before splitting.
+    pub lowercase: bool,
+    /// Make each punctuation character a token of its own (`dog.` → `dog`, `.`).
+    pub split_punctuation: bool,
+}
+
+impl Default for TokenizerSpec {
+    fn default() -> Self {
+        TokenizerSpec { lowercase: true, split_punctuation: true }
+    }
+}
+
+/// Errors reading the contract from a file's metadata.
+#[derive(Debug, thiserror::Error)]
+pub enum ContractError {
+    #[error("the model has no `{0}` metadata: it was not written by kiln-train")]
+    Missing(&'static str),
+    #[error("metadata `{key}` is malformed: {reason}")]
+    Malformed { key: &'static str, reason: String },
+    #[error(
+        "the model's format version {found} is newer than this kiln understands ({FORMAT_VERSION}): \
+         upgrade kiln"
+    )]
+    TooNew { found: u32 },
+    #[error("the model is a `{0}` model, not a next-word model")]
+    WrongKind(String),
+}
+
+/// Everything a next-word model file says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NextWordMeta {
+    pub vocab: Vec<String>,
+    pub tokenizer: TokenizerSpec,
+    pub context: usize,
+    pub layers: usize,
+    pub hidden: usize,
+    /// The training configuration, kept for provenance (`kiln info` shows it).
+    pub train_config: serde_json::Value,
+}
+
+impl NextWordMeta {
+    /// The `(key, value)` pairs to write into `metadata_props`.
+    pub fn to_props(&self) -> Vec<(String, String)> {
+        vec![
+            (key::FORMAT_VERSION.into(), FORMAT_VERSION.to_string()),
+            (key::KIND.into(), KIND_NEXT_WORD.into()),
+            (key::VOCAB.into(), json(&self.vocab)),
+            (key::TOKENIZER.into(), json(&self.tokenizer)),
+            (key::CONTEXT.into(), self.context.to_string()),
+            (key::LAYERS.into(), self.layers.to_string()),
+            (key::HIDDEN.into(), self.hidden.to_string()),
+            (key::TRAIN_CONFIG.into(), json(&self.train_config)),
+        ]
+    }
+
+    /// Reads the metadata back; `props` maps keys (without tract's `onnx.metadata_props.` prefix)
+    /// to values.
+    pub fn from_props(props: &BTreeMap<String, String>) -> Result<Self, ContractError> {
+        let get = |k: &'static str| props.get(k).ok_or(ContractError::Missing(k));
+        let version: u32 = parse(key::FORMAT_VERSION, get(key::FORMAT_VERSION)?)?;
+        if version > FORMAT_VERSION {
+            return Err(ContractError::TooNew { found: version });
+        }
+        let kind = get(key::KIND)?;
+        if kind != KIND_NEXT_WORD {
+            return Err(ContractError::WrongKind(kind.clone()));
+        }
+        let meta = NextWordMeta {
+            vocab: parse_json(key::VOCAB, get(key::VOCAB)?)?,
+            tokenizer: parse_json(key::TOKENIZER, get(key::TOKENIZER)?)?,
+            context: parse(key::CONTEXT, get(key::CONTEXT)?)?,
+            layers: parse(key::LAYERS, get(key::LAYERS)?)?,
+            hidden: parse(key::HIDDEN, get(key::HIDDEN)?)?,
+            train_config: match props.get(key::TRAIN_CONFIG) {
+                Some(v) => parse_json(key::TRAIN_CONFIG, v)?,
+                None => serde_json::Value::Null,
+            },
+        };
+        if meta.vocab.is_empty() {
+            return Err(malformed(key::VOCAB, "the vocabulary is empty"));
+        }
+        if meta.context == 0 || meta.layers == 0 || meta.hidden == 0 {
+            return Err(malformed(key::CONTEXT, "context, layers and hidden must be positive"));
+        }
+        Ok(meta)
+    }
+}
+
+fn malformed(key: &'static str, reason: impl Into<String>) -> ContractError {
+    ContractError::Malformed { key, reason: reason.into() }
+}
+
+fn parse<T: std::str::FromStr>(key: &'static str, v: &str) -> Result<T, ContractError>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim().parse().map_err(|e: T::Err| malformed(key, e.to_string()))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(key: &'static str, v: &str) -> Result<T, ContractError> {
+    serde_json::from_str(v).map_err(|e| malformed(key, e.to_string()))
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    // Strings, numbers and `serde_json::Value`s: serialising them cannot fail.
+    serde_json::to_string(v).expect("plain data serialises to JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> NextWordMeta {
+        NextWordMeta {
+            vocab: vec!["<unk>".into(), "a".into(), "b".into()],
+            tokenizer: TokenizerSpec { lowercase: false, split_punctuation: true },
+            context: 3,
+            layers: 2,
+            hidden: 8,
+            train_config: serde_json::json!({"epochs": 4}),
+        }
+    }
+
+    #[test]
+    fn props_round_trip() {
+        let props: BTreeMap<_, _> = meta().to_props().into_iter().collect();
+        assert_eq!(NextWordMeta::from_props(&props).unwrap(), meta());
+    }
+
+    #[test]
+    fn newer_format_and_other_kinds_are_refused() {
+        let mut props: BTreeMap<_, _> = meta().to_props().into_iter().collect();
+        props.insert(key::FORMAT_VERSION.into(), (FORMAT_VERSION + 1).to_string());
+        assert!(matches!(NextWordMeta::from_props(&props), Err(ContractError::TooNew { .. })));
+        props.insert(key::FORMAT_VERSION.into(), FORMAT_VERSION.to_string());
+        props.insert(key::KIND.into(), "generator".into());
+        assert!(matches!(NextWordMeta::from_props(&props), Err(ContractError::WrongKind(_))));
+        props.remove(key::VOCAB);
+        props.insert(key::KIND.into(), KIND_NEXT_WORD.into());
+        assert!(matches!(NextWordMeta::from_props(&props), Err(ContractError::Missing(_))));
+    }
+}

@@ -1,0 +1,23 @@
+//! `kiln-infer`: runs kiln's exported ONNX models with [tract](https://github.com/sonos/tract),
+//! without libtorch, on workstations and small ARM boards alike.
+//!
+//! ```no_run
+//! use kiln_infer::next_word::{LoadOptions, NextWordModel};
+//!
+//! let model = NextWordModel::load("models/seed-lstm.onnx", &LoadOptions::default())?;
+//! let prediction = model.predict("i like", 3)?;
+//! println!("{} ({:.2})", prediction.top[0].word, prediction.top[0].probability);
+//! # Ok::<(), kiln_infer::next_word::Error>(())
+//! ```
+//!
+//! - [`contract`]: the metadata keys and graph names shared with the trainer.
+//! - [`text`]: the tokenizer and vocabulary.
+//! - [`next_word`]: prediction and generation.
+
+pub mod contract;
+pub mod fsx;
+pub mod next_word;
+pub mod text;
+
+/// tract's ONNX protobuf types, re-exported for the exporter.
+pub use tract_onnx::pb;

@@ -1,0 +1,191 @@
+//! `kiln`: the inference command line. Everything it does, the `kiln_infer` library does.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use kiln_infer::next_word::{GenerateOptions, LoadOptions, NextWordModel};
+
+/// Run kiln models: next-word prediction and text generation from an exported `.onnx` file.
+#[derive(Parser, Debug)]
+#[command(name = "kiln", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show what a model is: kind, vocabulary, context, interface, training configuration.
+    Info {
+        /// The model file (.onnx).
+        model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Predict the next word after a prompt.
+    Predict {
+        /// The model file (.onnx).
+        model: PathBuf,
+        /// The words so far, e.g. "i like".
+        prompt: String,
+        /// How many candidate words to show.
+        #[arg(short, default_value_t = 5)]
+        k: usize,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate words after a prompt, one LSTM step per word.
+    Generate {
+        /// The model file (.onnx).
+        model: PathBuf,
+        /// The words to start from.
+        prompt: String,
+        /// How many words to generate.
+        #[arg(short = 'n', long = "words", default_value_t = 20)]
+        words: usize,
+        /// Softmax temperature: lower is more conservative; 0 always takes the likeliest word.
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f32,
+        /// Sample only among the K likeliest words.
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// Seed of the sampler: the same seed gives the same words.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct LoadArgs {
+    /// For a model without kiln metadata (e.g. from torch.onnx.export): a JSON array of the
+    /// vocabulary's words in index order.
+    #[arg(long, value_name = "FILE")]
+    vocab: Option<PathBuf>,
+}
+
+impl LoadArgs {
+    fn options(&self) -> LoadOptions {
+        LoadOptions { vocab: self.vocab.clone() }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Info { model, load, json } => {
+            let m = NextWordModel::load(&model, &load.options())?;
+            let meta = m.meta();
+            if json {
+                let info = serde_json::json!({
+                    "kind": kiln_infer::contract::KIND_NEXT_WORD,
+                    "interface": m.interface(),
+                    "vocab_size": meta.vocab.len(),
+                    "vocab": meta.vocab,
+                    "context": meta.context,
+                    "tokenizer": meta.tokenizer,
+                    "train_config": meta.train_config,
+                });
+                writeln!(out, "{}", serde_json::to_string_pretty(&info)?)?;
+            } else {
+                writeln!(out, "model:      {}", model.display())?;
+                writeln!(out, "kind:       {}", kiln_infer::contract::KIND_NEXT_WORD)?;
+                match m.interface() {
+                    kiln_infer::next_word::Interface::TokenIds { layers, hidden } => writeln!(
+                        out,
+                        "interface:  token ids, LSTM state carried ({layers} layer(s), hidden {hidden})"
+                    )?,
+                    kiln_infer::next_word::Interface::OneHot { seq } => {
+                        writeln!(out, "interface:  one-hot input, fixed window of {seq} words")?
+                    }
+                }
+                writeln!(out, "context:    {} words", meta.context)?;
+                let shown: Vec<&str> = meta.vocab.iter().take(12).map(String::as_str).collect();
+                let more = if meta.vocab.len() > 12 { ", …" } else { "" };
+                writeln!(out, "vocabulary: {} words: {}{more}", meta.vocab.len(), shown.join(", "))?;
+                writeln!(
+                    out,
+                    "tokenizer:  lowercase {}, punctuation as tokens {}",
+                    meta.tokenizer.lowercase, meta.tokenizer.split_punctuation
+                )?;
+                if !meta.train_config.is_null() {
+                    writeln!(out, "training:   {}", meta.train_config)?;
+                }
+            }
+        }
+        Command::Predict { model, prompt, k, load, json } => {
+            let m = NextWordModel::load(&model, &load.options())?;
+            let p = m.predict(&prompt, k)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&p)?)?;
+            } else {
+                for note in context_notes(&p.context) {
+                    eprintln!("note: {note}");
+                }
+                for wp in &p.top {
+                    writeln!(out, "{:<16} {:.4}", wp.word, wp.probability)?;
+                }
+            }
+        }
+        Command::Generate { model, prompt, words, temperature, top_k, seed, load, json } => {
+            let m = NextWordModel::load(&model, &load.options())?;
+            let options = GenerateOptions { words, temperature, top_k, seed };
+            let g = m.generate(&prompt, &options).context("cannot generate")?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&g)?)?;
+            } else {
+                for note in context_notes(&g.context) {
+                    eprintln!("note: {note}");
+                }
+                writeln!(out, "{}", g.words.join(" "))?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn context_notes(c: &kiln_infer::next_word::Context) -> Vec<String> {
+    let mut notes = Vec::new();
+    if c.truncated {
+        notes.push(format!("the model reads the last {} words: {:?}", c.words.len(), c.words.join(" ")));
+    }
+    if !c.unknown.is_empty() {
+        notes.push(format!("not in the vocabulary, read as <unk>: {}", c.unknown.join(", ")));
+    }
+    notes
+}

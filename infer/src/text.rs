@@ -1,0 +1,135 @@
+//! Words in, token ids out: the tokenizer and vocabulary shared by training and inference.
+
+use std::collections::HashMap;
+
+use crate::contract::{TokenizerSpec, UNK};
+
+/// Cuts text into words as a [`TokenizerSpec`] says.
+///
+/// Words are separated by whitespace. With `split_punctuation`, every punctuation character is
+/// a word of its own, except an apostrophe or hyphen between two letters (`don't`, `well-known`).
+pub fn words(spec: &TokenizerSpec, text: &str) -> Vec<String> {
+    let text = if spec.lowercase { text.to_lowercase() } else { text.to_string() };
+    let mut out = Vec::new();
+    for chunk in text.split_whitespace() {
+        if !spec.split_punctuation {
+            out.push(chunk.to_string());
+            continue;
+        }
+        let chars: Vec<char> = chunk.chars().collect();
+        let mut word = String::new();
+        for (i, &c) in chars.iter().enumerate() {
+            let inner_joiner = (c == '\'' || c == '-')
+                && i > 0
+                && i + 1 < chars.len()
+                && chars[i - 1].is_alphanumeric()
+                && chars[i + 1].is_alphanumeric();
+            if is_punctuation(c) && !inner_joiner {
+                if !word.is_empty() {
+                    out.push(std::mem::take(&mut word));
+                }
+                out.push(c.to_string());
+            } else {
+                word.push(c);
+            }
+        }
+        if !word.is_empty() {
+            out.push(word);
+        }
+    }
+    out
+}
+
+fn is_punctuation(c: char) -> bool {
+    // `<` and `>` stay inside words so that `<unk>` written in a corpus stays one token.
+    (c.is_ascii_punctuation() && c != '<' && c != '>')
+        || matches!(c, '“' | '”' | '‘' | '’' | '«' | '»' | '…' | '—' | '–' | '¿' | '¡')
+}
+
+/// The words a model knows, in token-id order.
+#[derive(Debug, Clone)]
+pub struct Vocab {
+    words: Vec<String>,
+    index: HashMap<String, usize>,
+    unk: Option<usize>,
+}
+
+/// A word the vocabulary does not have, in a vocabulary without `<unk>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the word {word:?} is not in the model's vocabulary (and the vocabulary has no <unk>)")]
+pub struct UnknownWord {
+    pub word: String,
+}
+
+impl Vocab {
+    pub fn new(words: Vec<String>) -> Self {
+        let index: HashMap<String, usize> =
+            words.iter().enumerate().map(|(i, w)| (w.clone(), i)).collect();
+        let unk = index.get(UNK).copied();
+        Vocab { words, index, unk }
+    }
+
+    pub fn len(&self) -> usize {
+        self.words.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    pub fn words(&self) -> &[String] {
+        &self.words
+    }
+
+    pub fn word(&self, id: usize) -> &str {
+        &self.words[id]
+    }
+
+    /// The id of `<unk>`, if the vocabulary has one.
+    pub fn unk(&self) -> Option<usize> {
+        self.unk
+    }
+
+    /// The id of `word`: `<unk>`'s id for unknown words where there is one, else an error.
+    pub fn id(&self, word: &str) -> Result<usize, UnknownWord> {
+        self.index
+            .get(word)
+            .copied()
+            .or(self.unk)
+            .ok_or_else(|| UnknownWord { word: word.to_string() })
+    }
+
+    /// Whether `word` is in the vocabulary (not counting the `<unk>` fallback).
+    pub fn contains(&self, word: &str) -> bool {
+        self.index.contains_key(word)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_punctuation_but_keeps_contractions_and_unk() {
+        let spec = TokenizerSpec { lowercase: true, split_punctuation: true };
+        assert_eq!(
+            words(&spec, "Don't stop, well-known <unk> dog.\n\"Yes!\""),
+            ["don't", "stop", ",", "well-known", "<unk>", "dog", ".", "\"", "yes", "!", "\""]
+        );
+    }
+
+    #[test]
+    fn plain_whitespace_split_keeps_case_and_punctuation() {
+        let spec = TokenizerSpec { lowercase: false, split_punctuation: false };
+        assert_eq!(words(&spec, "  I like\tDog. "), ["I", "like", "Dog."]);
+    }
+
+    #[test]
+    fn unknown_words_fall_back_to_unk_only_when_present() {
+        let with = Vocab::new(vec!["<unk>".into(), "dog".into()]);
+        assert_eq!(with.id("dog"), Ok(1));
+        assert_eq!(with.id("cat"), Ok(0));
+        let without = Vocab::new(vec!["dog".into()]);
+        assert_eq!(without.id("cat"), Err(UnknownWord { word: "cat".into() }));
+    }
+}

@@ -1,0 +1,88 @@
+//! Helpers shared by the cross-crate tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use kiln_infer::contract::TokenizerSpec;
+use kiln_train::corpus::VocabOptions;
+use kiln_train::lm::{InputKind, LmConfig};
+use kiln_train::train_lm::{LmRun, LogStyle, Source, TrainConfig};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The seed preset, as `kiln-train lm --preset seed` sets it up.
+pub fn seed_run(seed: u64) -> LmRun {
+    LmRun {
+        model: LmConfig { vocab: 0, input: InputKind::OneHot, hidden: 5, layers: 1, dropout: 0.0, context: 2 },
+        train: TrainConfig {
+            source: Source::Seed,
+            tokenizer: TokenizerSpec { lowercase: true, split_punctuation: false },
+            vocab: VocabOptions { min_count: 1, max_vocab: None },
+            lr: 0.01,
+            epochs: 500,
+            batch_size: None,
+            clip: None,
+            valid_fraction: 0.0,
+            seed,
+        },
+        device: tch::Device::Cpu,
+        out: None,
+        checkpoint: None,
+        checkpoint_every: 1,
+        log: LogStyle::Quiet,
+    }
+}
+
+/// A general run on `corpus` (embedding input).
+pub fn corpus_run(corpus: PathBuf, embed: i64, hidden: i64, layers: i64, context: i64, epochs: usize) -> LmRun {
+    LmRun {
+        model: LmConfig { vocab: 0, input: InputKind::Embedding { dim: embed }, hidden, layers, dropout: 0.0, context },
+        train: TrainConfig {
+            source: Source::Corpus(corpus),
+            tokenizer: TokenizerSpec::default(),
+            vocab: VocabOptions { min_count: 1, max_vocab: None },
+            lr: 0.005,
+            epochs,
+            batch_size: Some(128),
+            clip: Some(5.0),
+            valid_fraction: 0.1,
+            seed: 1,
+        },
+        device: tch::Device::Cpu,
+        out: None,
+        checkpoint: None,
+        checkpoint_every: 1,
+        log: LogStyle::Quiet,
+    }
+}
+
+/// A small text of random "sentences" over `words` words, one per line.
+pub fn random_corpus(seed: u64, words: usize, lines: usize) -> String {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..lines)
+        .map(|_| {
+            let len = rng.random_range(4..20);
+            (0..len).map(|_| format!("w{}", rng.random_range(0..words))).collect::<Vec<_>>().join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+pub fn to_vec(t: &tch::Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(&t.to_device(tch::Device::Cpu).contiguous().view(-1)).expect("float tensor")
+}
+
+/// The Python with onnx and onnxruntime that `cargo xtask bootstrap` installed.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("KILN_PYTHON") {
+        return p.into();
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".deps/venv/bin/python");
+    assert!(p.exists(), "no Python with onnx/onnxruntime: run `cargo xtask bootstrap` (or `cargo xtask test`)");
+    p
+}

@@ -1,0 +1,97 @@
+//! Adam (Kingma & Ba 2015) with PyTorch's defaults and update rule, and gradient clipping by
+//! global norm. Written here rather than taken from tch's optimizer so that its moments can be
+//! saved in checkpoints: `--resume` then continues exactly where training stopped.
+
+use tch::{nn, Tensor};
+
+#[derive(Debug)]
+pub struct Adam {
+    pub lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    /// Steps taken so far (for bias correction).
+    pub step: i64,
+    /// (name, parameter, first moment, second moment), in name order.
+    params: Vec<(String, Tensor, Tensor, Tensor)>,
+}
+
+impl Adam {
+    /// Adam over every trainable variable of `vs`, with β = (0.9, 0.999) and ε = 1e-8.
+    pub fn new(vs: &nn::VarStore, lr: f64) -> Self {
+        let mut vars: Vec<(String, Tensor)> =
+            vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let params = vars
+            .into_iter()
+            .map(|(n, p)| {
+                let (m, v) = (p.zeros_like(), p.zeros_like());
+                (n, p, m, v)
+            })
+            .collect();
+        Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 0, params }
+    }
+
+    /// Back-propagates `loss`, clips the gradients' global norm to `clip` if given, and takes one
+    /// step. Returns the gradients' norm before clipping.
+    pub fn backward_step(&mut self, loss: &Tensor, clip: Option<f64>) -> f64 {
+        for (_, p, _, _) in &mut self.params {
+            p.zero_grad();
+        }
+        loss.backward();
+        let _guard = tch::no_grad_guard();
+        let grads: Vec<Tensor> = self.params.iter().map(|(_, p, _, _)| p.grad()).collect();
+        let norm = grads
+            .iter()
+            .filter(|g| g.defined())
+            .map(|g| g.pow_tensor_scalar(2).sum(tch::Kind::Double).double_value(&[]))
+            .sum::<f64>()
+            .sqrt();
+        let scale = match clip {
+            Some(max) if norm > max => max / (norm + 1e-6),
+            _ => 1.0,
+        };
+        self.step += 1;
+        let bc1 = 1.0 - self.beta1.powi(self.step as i32);
+        let bc2 = 1.0 - self.beta2.powi(self.step as i32);
+        for ((_, p, m, v), g) in self.params.iter_mut().zip(grads) {
+            if !g.defined() {
+                continue;
+            }
+            let g = if scale < 1.0 { g * scale } else { g };
+            m.copy_(&(&*m * self.beta1 + &g * (1.0 - self.beta1)));
+            v.copy_(&(&*v * self.beta2 + g.square() * (1.0 - self.beta2)));
+            // PyTorch: p -= lr/bc1 · m / (√v/√bc2 + ε)
+            let denom = v.sqrt() / bc2.sqrt() + self.eps;
+            let update = &*m / denom * (self.lr / bc1);
+            let _ = p.f_sub_(&update);
+        }
+        norm
+    }
+
+    /// The moments, named `adam.m.<param>` and `adam.v.<param>`, for checkpoints.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .flat_map(|(n, _, m, v)| {
+                [(format!("adam.m.{n}"), m.shallow_clone()), (format!("adam.v.{n}"), v.shallow_clone())]
+            })
+            .collect()
+    }
+
+    /// Restores moments saved by [`Adam::state`]; `get` looks a tensor up by name.
+    pub fn load_state(&mut self, step: i64, mut get: impl FnMut(&str) -> Option<Tensor>) -> Result<(), String> {
+        let _guard = tch::no_grad_guard();
+        for (n, p, m, v) in &mut self.params {
+            for (slot, key) in [(&mut *m, format!("adam.m.{n}")), (&mut *v, format!("adam.v.{n}"))] {
+                let t = get(&key).ok_or_else(|| format!("the checkpoint lacks `{key}`"))?;
+                if t.size() != p.size() {
+                    return Err(format!("`{key}` has shape {:?}, expected {:?}", t.size(), p.size()));
+                }
+                slot.copy_(&t);
+            }
+        }
+        self.step = step;
+        Ok(())
+    }
+}

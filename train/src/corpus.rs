@@ -1,0 +1,165 @@
+//! From text to training examples: the vocabulary and `(context words → next word)` windows.
+//!
+//! Each non-empty line of the corpus is one sequence; windows never cross a line break, so a
+//! corpus of sentences (like the seed's) trains on sentences, and running text can be fed one
+//! paragraph per line.
+
+use std::collections::HashMap;
+
+use kiln_infer::contract::{TokenizerSpec, UNK};
+use kiln_infer::text::{self, Vocab};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// The seed lecture's six sentences.
+pub const SEED_SENTENCES: [&str; 6] =
+    ["i like dog", "i love coffee", "i hate milk", "you like cat", "you love milk", "you hate coffee"];
+
+/// How the vocabulary is chosen.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VocabOptions {
+    /// Words seen fewer times become `<unk>`.
+    pub min_count: usize,
+    /// Keep at most this many words (most frequent first), `<unk>` included.
+    pub max_vocab: Option<usize>,
+}
+
+/// Builds a vocabulary from tokenised lines: sorted by frequency, then alphabetically, so the
+/// same corpus always gives the same ids. `<unk>` is added (first) only when some word is left
+/// out or the corpus itself writes `<unk>`.
+pub fn build_vocab(lines: &[Vec<String>], options: &VocabOptions) -> Vocab {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for w in lines.iter().flatten() {
+        *counts.entry(w.as_str()).or_default() += 1;
+    }
+    let mut words: Vec<(&str, usize)> = counts.into_iter().filter(|&(w, _)| w != UNK).collect();
+    words.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let total = words.len();
+    let mut kept: Vec<&str> =
+        words.iter().filter(|(_, c)| *c >= options.min_count.max(1)).map(|(w, _)| *w).collect();
+    let corpus_has_unk = lines.iter().flatten().any(|w| w == UNK);
+    if let Some(max) = options.max_vocab {
+        let needs_unk = kept.len() > max || kept.len() < total || corpus_has_unk;
+        kept.truncate(if needs_unk { max.saturating_sub(1) } else { max });
+    }
+    let mut out = Vec::with_capacity(kept.len() + 1);
+    if kept.len() < total || corpus_has_unk {
+        out.push(UNK.to_string());
+    }
+    out.extend(kept.into_iter().map(String::from));
+    Vocab::new(out)
+}
+
+/// Tokenises `text` line by line, dropping empty lines.
+pub fn tokenize_lines(spec: &TokenizerSpec, text: &str) -> Vec<Vec<String>> {
+    text.lines().map(|l| text::words(spec, l)).filter(|w| !w.is_empty()).collect()
+}
+
+/// Training examples: `inputs` holds `context` ids per example, row-major.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Windows {
+    pub context: usize,
+    pub inputs: Vec<i64>,
+    pub targets: Vec<i64>,
+}
+
+impl Windows {
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    fn push(&mut self, ids: &[i64], target: i64) {
+        self.inputs.extend_from_slice(ids);
+        self.targets.push(target);
+    }
+}
+
+/// Every window of `context` words followed by its next word, within each line.
+pub fn windows(lines: &[Vec<String>], vocab: &Vocab, context: usize) -> Windows {
+    let mut w = Windows { context, ..Default::default() };
+    for line in lines {
+        // Known words map to themselves, others to <unk> (the vocabulary was built with one
+        // whenever some word was left out).
+        let ids: Vec<i64> = line.iter().filter_map(|t| vocab.id(t).ok().map(|i| i as i64)).collect();
+        for end in context..ids.len() {
+            w.push(&ids[end - context..end], ids[end]);
+        }
+    }
+    w
+}
+
+/// Splits lines into training and held-out sets: a `fraction` of the lines (at least one when
+/// the fraction is positive and there are two or more lines), chosen with `seed`.
+pub fn split_lines(lines: Vec<Vec<String>>, fraction: f64, seed: u64) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    if fraction <= 0.0 || lines.len() < 2 {
+        return (lines, Vec::new());
+    }
+    let mut order: Vec<usize> = (0..lines.len()).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0F_5971));
+    let n_valid = ((lines.len() as f64 * fraction).round() as usize).clamp(1, lines.len() - 1);
+    let valid_set: std::collections::HashSet<usize> = order[..n_valid].iter().copied().collect();
+    let (mut train, mut valid) = (Vec::new(), Vec::new());
+    for (i, l) in lines.into_iter().enumerate() {
+        if valid_set.contains(&i) { valid.push(l) } else { train.push(l) }
+    }
+    (train, valid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<Vec<String>> {
+        tokenize_lines(&TokenizerSpec { lowercase: true, split_punctuation: false }, text)
+    }
+
+    fn all(min_count: usize, max_vocab: Option<usize>) -> VocabOptions {
+        VocabOptions { min_count, max_vocab }
+    }
+
+    #[test]
+    fn vocabulary_is_ordered_by_frequency_then_alphabet() {
+        let v = build_vocab(&lines(&SEED_SENTENCES.join("\n")), &all(1, None));
+        let expect = ["i", "you", "coffee", "hate", "like", "love", "milk", "cat", "dog"];
+        assert_eq!(v.words(), expect.map(String::from));
+    }
+
+    #[test]
+    fn rare_words_and_overflow_become_unk() {
+        let l = lines("a a a b b c\na b");
+        let v = build_vocab(&l, &all(2, None));
+        assert_eq!(v.words(), ["<unk>", "a", "b"].map(String::from));
+        let v = build_vocab(&l, &all(1, Some(2)));
+        assert_eq!(v.words(), ["<unk>", "a"].map(String::from));
+        assert_eq!(v.id("c"), Ok(0));
+    }
+
+    #[test]
+    fn windows_stay_inside_lines() {
+        let l = lines("a b c d\ne f");
+        let v = build_vocab(&l, &all(1, None));
+        let w = windows(&l, &v, 2);
+        // "a b → c", "b c → d"; the second line is too short for a window.
+        assert_eq!(w.len(), 2);
+        let id = |s: &str| v.id(s).unwrap() as i64;
+        assert_eq!(w.inputs, [id("a"), id("b"), id("b"), id("c")]);
+        assert_eq!(w.targets, [id("c"), id("d")]);
+    }
+
+    #[test]
+    fn split_keeps_every_line_once() {
+        let l: Vec<Vec<String>> = (0..10).map(|i| vec![i.to_string()]).collect();
+        let (t, v) = split_lines(l.clone(), 0.2, 3);
+        assert_eq!((t.len(), v.len()), (8, 2));
+        let mut back: Vec<_> = t.into_iter().chain(v).collect();
+        back.sort();
+        let mut l = l;
+        l.sort();
+        assert_eq!(back, l);
+    }
+}

@@ -1,0 +1,125 @@
+//! TextLSTM: the next-word model, top to bottom: the LSTM layer, the config, the model.
+//!
+//! Parameter paths (`embedding.weight`, `lstm.weight_ih_l0`, `head.weight`, …) are part of the
+//! export contract: [`crate::export`] maps them to ONNX. Change them only together.
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, nn::Module, Kind, Tensor};
+
+/// A stack of LSTM layers with PyTorch's parameter names, layout and initialisation
+/// (every weight and bias uniform in ±1/√hidden, as `torch.nn.LSTM`).
+#[derive(Debug)]
+pub struct Lstm {
+    flat_weights: Vec<Tensor>,
+    pub layers: i64,
+    pub hidden: i64,
+    dropout: f64,
+}
+
+impl Lstm {
+    pub fn new(vs: nn::Path, inputs: i64, hidden: i64, layers: i64, dropout: f64) -> Self {
+        let k = 1.0 / (hidden as f64).sqrt();
+        let init = nn::Init::Uniform { lo: -k, up: k };
+        let mut flat_weights = Vec::new();
+        for l in 0..layers {
+            let width = if l == 0 { inputs } else { hidden };
+            flat_weights.push(vs.var(&format!("weight_ih_l{l}"), &[4 * hidden, width], init));
+            flat_weights.push(vs.var(&format!("weight_hh_l{l}"), &[4 * hidden, hidden], init));
+            flat_weights.push(vs.var(&format!("bias_ih_l{l}"), &[4 * hidden], init));
+            flat_weights.push(vs.var(&format!("bias_hh_l{l}"), &[4 * hidden], init));
+        }
+        Lstm { flat_weights, layers, hidden, dropout }
+    }
+
+    /// Zero state `(h, c)`, each `[layers, batch, hidden]`.
+    pub fn zero_state(&self, batch: i64, device: tch::Device) -> (Tensor, Tensor) {
+        let z = Tensor::zeros([self.layers, batch, self.hidden], (Kind::Float, device));
+        (z.shallow_clone(), z)
+    }
+
+    /// Runs a whole sequence: `x [batch, seq, in]` → `(y [batch, seq, hidden], (h, c))`.
+    /// Dropout between layers applies only when `train`.
+    pub fn seq(&self, x: &Tensor, state: &(Tensor, Tensor), train: bool) -> (Tensor, (Tensor, Tensor)) {
+        let (y, h, c) = x.lstm(
+            &[&state.0, &state.1],
+            &self.flat_weights.iter().collect::<Vec<_>>(),
+            true,
+            self.layers,
+            self.dropout,
+            train,
+            false,
+            true, // batch_first
+        );
+        (y, (h, c))
+    }
+}
+
+/// How tokens enter the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum InputKind {
+    /// One-hot vectors of vocabulary size (the seed lecture's choice; small vocabularies).
+    OneHot,
+    /// A learnt embedding of `dim` dimensions.
+    Embedding { dim: i64 },
+}
+
+/// The model's shape; it travels with the weights in checkpoints and exported files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LmConfig {
+    pub vocab: i64,
+    pub input: InputKind,
+    pub hidden: i64,
+    pub layers: i64,
+    /// Dropout on the input, between LSTM layers and before the head, in training only.
+    pub dropout: f64,
+    /// Context words per example.
+    pub context: i64,
+}
+
+/// Largest vocabulary allowed with one-hot input: the export stores a `vocab × vocab` identity.
+pub const MAX_ONE_HOT_VOCAB: i64 = 4096;
+
+/// Embedding or one-hot input, an LSTM stack, and a linear head on the last position.
+#[derive(Debug)]
+pub struct TextLstm {
+    embedding: Option<nn::Embedding>,
+    pub lstm: Lstm,
+    head: nn::Linear,
+    pub config: LmConfig,
+}
+
+impl TextLstm {
+    pub fn new(vs: &nn::Path, config: &LmConfig) -> Self {
+        let (embedding, width) = match config.input {
+            InputKind::OneHot => (None, config.vocab),
+            InputKind::Embedding { dim } => (
+                Some(nn::embedding(vs / "embedding", config.vocab, dim, Default::default())),
+                dim,
+            ),
+        };
+        let lstm = Lstm::new(vs / "lstm", width, config.hidden, config.layers, config.dropout);
+        let head = nn::linear(vs / "head", config.hidden, config.vocab, Default::default());
+        TextLstm { embedding, lstm, head, config: config.clone() }
+    }
+
+    /// `tokens [batch, seq]` (int64) → `(logits [batch, vocab] for the last position, state)`.
+    pub fn forward(&self, tokens: &Tensor, state: Option<&(Tensor, Tensor)>, train: bool) -> (Tensor, (Tensor, Tensor)) {
+        let x = match &self.embedding {
+            Some(e) => e.forward(tokens), // [batch, seq, dim]
+            None => tokens.one_hot(self.config.vocab).to_kind(Kind::Float), // [batch, seq, vocab]
+        };
+        let x = x.dropout(self.config.dropout, train);
+        let zero;
+        let state = match state {
+            Some(s) => s,
+            None => {
+                zero = self.lstm.zero_state(tokens.size()[0], tokens.device());
+                &zero
+            }
+        };
+        let (_, (h, c)) = self.lstm.seq(&x, state, train);
+        let last = h.get(self.lstm.layers - 1).dropout(self.config.dropout, train); // [batch, hidden]
+        (self.head.forward(&last), (h, c))
+    }
+}

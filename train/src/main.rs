@@ -1,0 +1,226 @@
+//! `kiln-train`: the training command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::{Parser, Subcommand, ValueEnum};
+use kiln_infer::contract::TokenizerSpec;
+use kiln_train::corpus::VocabOptions;
+use kiln_train::lm::{InputKind, LmConfig};
+use kiln_train::train_lm::{self, LmRun, LogStyle, Source, TrainConfig};
+
+/// Train kiln models on libtorch and export them to ONNX for the `kiln` inference binary.
+#[derive(Parser, Debug)]
+#[command(name = "kiln-train", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a word-level next-word LSTM and export it to ONNX.
+    Lm(LmArgs),
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Preset {
+    /// The seed lecture: six sentences, one-hot input, hidden 5, Adam lr 0.01, 500 full-batch epochs.
+    Seed,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Input {
+    /// One-hot vectors (small vocabularies).
+    OneHot,
+    /// A learnt embedding (--embed dimensions).
+    Embedding,
+}
+
+#[derive(clap::Args, Debug)]
+struct LmArgs {
+    /// Start from a preset configuration; other flags override it.
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
+    /// UTF-8 text to train on; each non-empty line is one sequence.
+    #[arg(long, value_name = "FILE", conflicts_with = "preset")]
+    corpus: Option<PathBuf>,
+    /// Write the trained model here (ONNX).
+    #[arg(long, value_name = "FILE.onnx")]
+    out: Option<PathBuf>,
+    /// Continue training from this checkpoint (model, data and vocabulary as saved).
+    #[arg(long, value_name = "CKPT", conflicts_with_all = ["preset", "corpus", "input", "embed", "hidden", "layers", "dropout", "context", "lr", "batch_size", "clip", "valid_fraction", "min_count", "max_vocab", "keep_case", "keep_punctuation", "seed"])]
+    resume: Option<PathBuf>,
+    /// Save a checkpoint (safetensors) here; default: next to --out, as FILE.ckpt.safetensors.
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+    /// Save a checkpoint every N epochs (and always after the last).
+    #[arg(long, value_name = "N")]
+    checkpoint_every: Option<usize>,
+    /// Input layer.
+    #[arg(long, value_enum)]
+    input: Option<Input>,
+    /// Embedding size (with --input embedding).
+    #[arg(long)]
+    embed: Option<i64>,
+    /// LSTM hidden size.
+    #[arg(long)]
+    hidden: Option<i64>,
+    /// Number of stacked LSTM layers.
+    #[arg(long)]
+    layers: Option<i64>,
+    /// Dropout probability (input, between layers, before the head), in training only.
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Words of context per example.
+    #[arg(long)]
+    context: Option<i64>,
+    /// Adam learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Number of passes over the training data.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Examples per step (0: the whole training set at once).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Clip the gradients' global norm to this (0: no clipping).
+    #[arg(long)]
+    clip: Option<f64>,
+    /// Fraction of lines held out to measure perplexity each epoch.
+    #[arg(long)]
+    valid_fraction: Option<f64>,
+    /// Words seen fewer times become <unk>.
+    #[arg(long)]
+    min_count: Option<usize>,
+    /// Keep at most this many words (most frequent first), <unk> included.
+    #[arg(long)]
+    max_vocab: Option<usize>,
+    /// Keep upper case (default: lower-case the text).
+    #[arg(long)]
+    keep_case: bool,
+    /// Keep punctuation attached to words (default: punctuation marks are tokens).
+    #[arg(long)]
+    keep_punctuation: bool,
+    /// Random seed: the same seed gives the same model on CPU.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where to train.
+    #[arg(long, default_value = "auto", value_parser = ["cpu", "cuda", "auto"])]
+    device: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Lm(args) => lm(args),
+    }
+}
+
+fn check_out_dir(path: &std::path::Path, flag: &str) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if !dir.is_dir() {
+        bail!("{flag} {}: the folder {} does not exist", path.display(), dir.display());
+    }
+    Ok(())
+}
+
+fn lm(a: LmArgs) -> anyhow::Result<()> {
+    let device = kiln_train::device(&a.device)?;
+    for (p, flag) in [(&a.out, "--out"), (&a.checkpoint, "--checkpoint")] {
+        if let Some(p) = p {
+            check_out_dir(p, flag)?;
+        }
+    }
+    if let Some(ckpt) = &a.resume {
+        let log = LogStyle::Progress;
+        train_lm::resume_lm(ckpt, a.epochs, device, a.out.clone(), log)?;
+        return Ok(());
+    }
+    let seed = a.preset == Some(Preset::Seed);
+    let source = match (&a.corpus, seed) {
+        (Some(p), _) => Source::Corpus(p.clone()),
+        (None, true) => Source::Seed,
+        (None, false) => bail!("nothing to train on: give --corpus FILE, or --preset seed for the lecture's sentences"),
+    };
+    let input = match a.input.unwrap_or(if seed { Input::OneHot } else { Input::Embedding }) {
+        Input::OneHot => InputKind::OneHot,
+        Input::Embedding => InputKind::Embedding { dim: a.embed.unwrap_or(32) },
+    };
+    let model = LmConfig {
+        vocab: 0, // set from the data
+        input,
+        hidden: a.hidden.unwrap_or(if seed { 5 } else { 128 }),
+        layers: a.layers.unwrap_or(1),
+        dropout: a.dropout.unwrap_or(0.0),
+        context: a.context.unwrap_or(if seed { 2 } else { 3 }),
+    };
+    let train = TrainConfig {
+        source,
+        tokenizer: TokenizerSpec { lowercase: !a.keep_case, split_punctuation: !a.keep_punctuation && !seed },
+        vocab: VocabOptions { min_count: a.min_count.unwrap_or(1), max_vocab: a.max_vocab },
+        lr: a.lr.unwrap_or(if seed { 0.01 } else { 0.002 }),
+        epochs: a.epochs.unwrap_or(if seed { 500 } else { 10 }),
+        batch_size: match a.batch_size.unwrap_or(if seed { 0 } else { 64 }) {
+            0 => None,
+            n => Some(n),
+        },
+        clip: match a.clip.unwrap_or(if seed { 0.0 } else { 5.0 }) {
+            c if c > 0.0 => Some(c),
+            _ => None,
+        },
+        valid_fraction: a.valid_fraction.unwrap_or(if seed { 0.0 } else { 0.1 }),
+        seed: a.seed.unwrap_or(0),
+    };
+    validate(&model, &train)?;
+    let checkpoint = a.checkpoint.clone().or_else(|| a.out.as_ref().map(|o| o.with_extension("ckpt.safetensors")));
+    let run = LmRun {
+        model,
+        train,
+        device,
+        out: a.out,
+        checkpoint,
+        checkpoint_every: a.checkpoint_every.unwrap_or(if seed { 100 } else { 1 }),
+        log: if seed { LogStyle::Seed } else { LogStyle::Progress },
+    };
+    train_lm::train_lm(&run)?;
+    Ok(())
+}
+
+fn validate(m: &LmConfig, t: &TrainConfig) -> anyhow::Result<()> {
+    if let InputKind::Embedding { dim } = m.input {
+        if dim < 1 {
+            bail!("--embed must be at least 1");
+        }
+    }
+    if m.hidden < 1 || m.layers < 1 || m.context < 1 {
+        bail!("--hidden, --layers and --context must be at least 1");
+    }
+    if !(0.0..1.0).contains(&m.dropout) {
+        bail!("--dropout must be in [0, 1)");
+    }
+    if !(t.lr > 0.0 && t.lr.is_finite()) {
+        bail!("--lr must be a positive number");
+    }
+    if t.epochs == 0 {
+        bail!("--epochs must be at least 1");
+    }
+    if !(0.0..1.0).contains(&t.valid_fraction) {
+        bail!("--valid-fraction must be in [0, 1)");
+    }
+    if t.vocab.max_vocab == Some(0) {
+        bail!("--max-vocab must be at least 1");
+    }
+    Ok(())
+}
