@@ -53,7 +53,7 @@ enum Command {
         #[arg(short = 'n', long = "words", default_value_t = 20)]
         words: usize,
         /// Softmax temperature: lower is more conservative; 0 always takes the likeliest word.
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
         temperature: f32,
         /// Sample only among the K likeliest words.
         #[arg(long)]
@@ -164,14 +164,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate { model, prompt, words, temperature, top_k, seed, load, json } => {
             let m = NextWordModel::load(&model, &load.options())?;
             let options = GenerateOptions { words, temperature, top_k, seed };
-            let g = m.generate(&prompt, &options).context("cannot generate")?;
             if json {
+                let g = m.generate(&prompt, &options)?;
                 writeln!(out, "{}", serde_json::to_string_pretty(&g)?)?;
             } else {
-                for note in context_notes(&g.context) {
+                // Words appear as they are chosen.
+                let (context, words) = m.generate_iter(&prompt, &options)?;
+                for note in context_notes(&context) {
                     eprintln!("note: {note}");
                 }
-                writeln!(out, "{}", g.words.join(" "))?;
+                for (i, word) in words.enumerate() {
+                    let word = word.context("generation failed")?;
+                    write!(out, "{}{word}", if i == 0 { "" } else { " " })?;
+                    out.flush()?;
+                }
+                writeln!(out)?;
             }
         }
     }

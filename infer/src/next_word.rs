@@ -295,6 +295,12 @@ impl NextWordModel {
     /// Generates words after `prompt`. With kiln's models the LSTM state is carried, so each
     /// new word costs one step; one-hot models re-read their fixed window each time.
     pub fn generate(&self, prompt: &str, options: &GenerateOptions) -> Result<Generation> {
+        let (context, words) = self.generate_iter(prompt, options)?;
+        Ok(Generation { context, words: words.collect::<Result<_>>()? })
+    }
+
+    /// Like [`NextWordModel::generate`], one word at a time, as each is chosen.
+    pub fn generate_iter(&self, prompt: &str, options: &GenerateOptions) -> Result<(Context, Words<'_>)> {
         if !(options.temperature >= 0.0 && options.temperature.is_finite()) {
             return Err(Error::Option("--temperature must be a finite number >= 0".into()));
         }
@@ -302,33 +308,20 @@ impl NextWordModel {
             return Err(Error::Option("--top-k must be at least 1".into()));
         }
         let (context, ids) = self.context(prompt)?;
-        let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-        let mut words = Vec::with_capacity(options.words);
-        match self.interface {
-            Interface::TokenIds { .. } => {
-                let mut out = self.run_ids(&ids, 1, ids.len(), None)?;
-                for _ in 0..options.words {
-                    let next = self.choose(&out.logits, options, &mut rng);
-                    words.push(self.vocab.word(next).to_string());
-                    if words.len() == options.words {
-                        break;
-                    }
-                    let (h, c) = (std::mem::take(&mut out.hn), std::mem::take(&mut out.cn));
-                    out = self.run_ids(&[next as i64], 1, 1, Some((&h, &c)))?;
-                }
-            }
-            Interface::OneHot { seq } => {
-                let mut window = ids;
-                for _ in 0..options.words {
-                    let out = self.run_ids(&window, 1, seq, None)?;
-                    let next = self.choose(&out.logits, options, &mut rng);
-                    words.push(self.vocab.word(next).to_string());
-                    window.remove(0);
-                    window.push(next as i64);
-                }
-            }
-        }
-        Ok(Generation { context, words })
+        let last = match self.interface {
+            Interface::TokenIds { .. } => Some(self.run_ids(&ids, 1, ids.len(), None)?),
+            Interface::OneHot { .. } => None,
+        };
+        let words = Words {
+            model: self,
+            options: options.clone(),
+            rng: ChaCha8Rng::seed_from_u64(options.seed),
+            left: options.words,
+            window: ids,
+            last,
+            pending: None,
+        };
+        Ok((context, words))
     }
 
     fn choose(&self, logits: &[f32], options: &GenerateOptions, rng: &mut ChaCha8Rng) -> usize {
@@ -353,6 +346,57 @@ impl NextWordModel {
             }
         }
         candidates[candidates.len() - 1]
+    }
+}
+
+/// Generated words, one per [`Iterator::next`]; see [`NextWordModel::generate_iter`].
+pub struct Words<'m> {
+    model: &'m NextWordModel,
+    options: GenerateOptions,
+    rng: ChaCha8Rng,
+    left: usize,
+    /// The fixed window of a one-hot model.
+    window: Vec<i64>,
+    /// The last step's output (token-id models): logits for the next word and the state.
+    last: Option<StepOutput>,
+    /// The word chosen last, not yet fed to the model.
+    pending: Option<i64>,
+}
+
+impl Iterator for Words<'_> {
+    type Item = Result<String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let m = self.model;
+        let step = match (&mut self.last, self.pending.take()) {
+            // Feed the previous word, carrying the state: one LSTM step.
+            (Some(last), Some(id)) => m
+                .run_ids(&[id], 1, 1, Some((&last.hn, &last.cn)))
+                .map(|out| *last = out),
+            (Some(_), None) => Ok(()),
+            (None, _) => {
+                let seq = self.window.len();
+                m.run_ids(&self.window, 1, seq, None).map(|out| self.last = Some(out))
+            }
+        };
+        if let Err(e) = step {
+            self.left = 0;
+            return Some(Err(e));
+        }
+        let logits = &self.last.as_ref().expect("set above").logits;
+        let next = m.choose(logits, &self.options, &mut self.rng);
+        if let Interface::OneHot { .. } = m.interface {
+            self.last = None;
+            self.window.remove(0);
+            self.window.push(next as i64);
+        } else {
+            self.pending = Some(next as i64);
+        }
+        Some(Ok(m.vocab.word(next).to_string()))
     }
 }
 

@@ -26,7 +26,7 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], info: &serde_json::Value)
     for (name, t) in tensors {
         let t = t.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous();
         let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-        let data: Vec<f32> = Vec::try_from(&t.view(-1)).map_err(|e| err(e.to_string()))?;
+        let data: Vec<f32> = Vec::try_from(&t.view(-1)).map_err(|e: tch::TchError| err(e.to_string()))?;
         bytes.insert(name, (shape, data.iter().flat_map(|x| x.to_le_bytes()).collect()));
     }
     let views = bytes

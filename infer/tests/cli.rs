@@ -1,0 +1,159 @@
+//! The `kiln` binary driven as a user drives it, on the shipped `models/seed-lstm.onnx` and on
+//! a model written by `torch.onnx.export` from the seed lecture's own code.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn seed_model() -> PathBuf {
+    repo("models/seed-lstm.onnx")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn kiln() -> Command {
+    Command::cargo_bin("kiln").unwrap()
+}
+
+/// Runs `kiln` expecting failure: one `error:` line, no panic, no backtrace.
+fn fails(args: &[&str], message: &str) {
+    kiln()
+        .args(args)
+        .assert()
+        .failure()
+        .stderr(predicate::str::starts_with("error: "))
+        .stderr(predicate::str::contains(message))
+        .stderr(predicate::str::contains("panicked").not());
+}
+
+#[test]
+fn shipped_seed_model_predicts_the_lecture_targets() {
+    let m = seed_model();
+    let m = m.to_str().unwrap();
+    for (prompt, want) in [
+        ("i like", "dog"),
+        ("i love", "coffee"),
+        ("i hate", "milk"),
+        ("you like", "cat"),
+        ("you love", "milk"),
+        ("you hate", "coffee"),
+    ] {
+        let out = kiln().args(["predict", m, prompt, "-k", "3"]).assert().success();
+        let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{stdout}");
+        assert_eq!(lines[0].split_whitespace().next(), Some(want), "{prompt}: {stdout}");
+    }
+}
+
+#[test]
+fn predict_json_reports_probabilities_and_truncation() {
+    let m = seed_model();
+    let out = kiln().args(["predict", m.to_str().unwrap(), "You, I LIKE", "-k", "9", "--json"]).assert().success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let top = v["top"].as_array().unwrap();
+    assert_eq!(top.len(), 9);
+    let probs: Vec<f64> = top.iter().map(|t| t["probability"].as_f64().unwrap()).collect();
+    assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{probs:?}");
+    assert!(probs.windows(2).all(|w| w[0] >= w[1]), "not sorted: {probs:?}");
+    assert_eq!(top[0]["word"], "dog");
+    // Lower-cased and cut at spaces, the prompt is "you," "i" "like": the model reads the last two.
+    assert_eq!(v["context"]["truncated"], true);
+    assert_eq!(v["context"]["words"], serde_json::json!(["i", "like"]));
+}
+
+#[test]
+fn generate_is_reproducible_and_greedy_at_temperature_zero() {
+    let m = seed_model();
+    let m = m.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = kiln().args(["generate", m, "i"]).args(args).assert().success();
+        String::from_utf8(out.get_output().stdout.clone()).unwrap()
+    };
+    let a = run(&["-n", "6", "--seed", "7"]);
+    assert_eq!(a, run(&["-n", "6", "--seed", "7"]));
+    assert_eq!(a.split_whitespace().count(), 6);
+    let greedy = run(&["-n", "1", "--temperature", "0"]);
+    let out = kiln().args(["predict", m, "i", "-k", "1"]).assert().success();
+    let top = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert_eq!(greedy.trim(), top.split_whitespace().next().unwrap());
+    let json = kiln().args(["generate", m, "you", "-n", "3", "--top-k", "2", "--json"]).assert().success();
+    let v: serde_json::Value = serde_json::from_slice(&json.get_output().stdout).unwrap();
+    assert_eq!(v["words"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn info_describes_the_model() {
+    kiln()
+        .args(["info", seed_model().to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("vocabulary: 9 words"))
+        .stdout(predicate::str::contains("context:    2 words"))
+        .stdout(predicate::str::contains("token ids, LSTM state carried (1 layer(s), hidden 5)"));
+}
+
+#[test]
+fn user_errors_are_one_clear_line() {
+    let m = seed_model();
+    let m = m.to_str().unwrap();
+    fails(&["predict", m, "i adore"], "\"adore\" is not in the model's vocabulary");
+    fails(&["predict", m, "  "], "the prompt is empty");
+    fails(&["predict", m, "i like", "-k", "0"], "-k must be at least 1");
+    fails(&["generate", m, "i", "--temperature", "-1"], "--temperature");
+    fails(&["generate", m, "i", "--top-k", "0"], "--top-k");
+    fails(&["predict", "no/such/model.onnx", "i"], "cannot read no/such/model.onnx");
+    fails(&["predict", m, "i", "--vocab", fixture("vocab.json").to_str().unwrap()], "drop --vocab");
+    let junk = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(junk.path(), b"this is not a protobuf").unwrap();
+    fails(&["info", junk.path().to_str().unwrap()], "is not a model tract can load");
+}
+
+#[test]
+fn runs_the_seed_lectures_own_torch_export_given_its_vocabulary() {
+    let m = fixture("seed_lstm_torch.onnx");
+    let m = m.to_str().unwrap();
+    let vocab = fixture("vocab.json");
+    let vocab = vocab.to_str().unwrap();
+    for (prompt, want) in [("i like", "dog"), ("you hate", "coffee"), ("you love", "milk")] {
+        let out = kiln().args(["predict", m, prompt, "-k", "1", "--vocab", vocab]).assert().success();
+        let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+        assert_eq!(stdout.split_whitespace().next(), Some(want), "{prompt}");
+    }
+    kiln()
+        .args(["info", m, "--vocab", vocab])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("one-hot input, fixed window of 2 words"));
+    kiln().args(["generate", m, "i like", "-n", "3", "--vocab", vocab]).assert().success();
+    fails(&["predict", m, "i like"], "pass --vocab FILE");
+    fails(&["predict", m, "like", "--vocab", vocab], "exactly 2 words of context");
+    let short = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(short.path(), r#"["a", "b"]"#).unwrap();
+    fails(&["predict", m, "i like", "--vocab", short.path().to_str().unwrap()], "the vocabulary has 2 words but the model has 9");
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .args(["generate", seed_model().to_str().unwrap(), "i", "-n", "200000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The reader is dropped here: kiln's next write hits a closed pipe.
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
