@@ -96,10 +96,16 @@ fn held_out_cross_entropy_is_within_5_percent_of_the_true_entropy() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("markov.txt");
     std::fs::write(&corpus, text).unwrap();
+    if let Some(keep) = std::env::var_os("KILN_KEEP_MARKOV") {
+        std::fs::copy(&corpus, keep).unwrap();
+    }
 
-    let mut run = common::corpus_run(corpus, 32, 192, 1, 2, 12);
+    // Measured with this configuration (kiln-train lm --embed 64 --hidden 256 --context 2
+    // --epochs 16 --batch-size 256 --lr 0.005, cosine schedule): 1.0509 against 1.0155, ratio 1.035;
+    // a count-based trigram estimate on the same text reaches 1.040.
+    let mut run = common::corpus_run(corpus, 64, 256, 1, 2, 16);
     run.train.batch_size = Some(256);
-    run.train.lr = 0.01;
+    run.train.lr = 0.005;
     let outcome = train_lm(&run).unwrap();
     let best = outcome.history.iter().filter_map(|s| s.valid_loss).fold(f64::INFINITY, f64::min);
     let last = outcome.history.last().unwrap().valid_loss.unwrap();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use kiln_infer::contract::TokenizerSpec;
 use kiln_train::corpus::VocabOptions;
 use kiln_train::lm::{InputKind, LmConfig};
-use kiln_train::train_lm::{LmRun, LogStyle, Source, TrainConfig};
+use kiln_train::train_lm::{LmRun, LogStyle, Schedule, Source, TrainConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -23,6 +23,7 @@ pub fn seed_run(seed: u64) -> LmRun {
             batch_size: None,
             clip: None,
             valid_fraction: 0.0,
+            schedule: Schedule::Constant,
             seed,
         },
         device: tch::Device::Cpu,
@@ -46,6 +47,7 @@ pub fn corpus_run(corpus: PathBuf, embed: i64, hidden: i64, layers: i64, context
             batch_size: Some(128),
             clip: Some(5.0),
             valid_fraction: 0.1,
+            schedule: Schedule::Cosine,
             seed: 1,
         },
         device: tch::Device::Cpu,

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kiln_infer::contract::TokenizerSpec;
 use kiln_train::corpus::VocabOptions;
 use kiln_train::lm::{InputKind, LmConfig};
-use kiln_train::train_lm::{self, LmRun, LogStyle, Source, TrainConfig};
+use kiln_train::train_lm::{self, LmRun, LogStyle, Schedule, Source, TrainConfig};
 
 /// Train kiln models on libtorch and export them to ONNX for the `kiln` inference binary.
 #[derive(Parser, Debug)]
@@ -31,6 +31,12 @@ enum Preset {
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum ScheduleArg {
+    Constant,
+    Cosine,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 enum Input {
     /// One-hot vectors (small vocabularies).
     OneHot,
@@ -50,7 +56,7 @@ struct LmArgs {
     #[arg(long, value_name = "FILE.onnx")]
     out: Option<PathBuf>,
     /// Continue training from this checkpoint (model, data and vocabulary as saved).
-    #[arg(long, value_name = "CKPT", conflicts_with_all = ["preset", "corpus", "input", "embed", "hidden", "layers", "dropout", "context", "lr", "batch_size", "clip", "valid_fraction", "min_count", "max_vocab", "keep_case", "keep_punctuation", "seed"])]
+    #[arg(long, value_name = "CKPT", conflicts_with_all = ["preset", "corpus", "input", "embed", "hidden", "layers", "dropout", "context", "lr", "schedule", "batch_size", "clip", "valid_fraction", "min_count", "max_vocab", "keep_case", "keep_punctuation", "seed"])]
     resume: Option<PathBuf>,
     /// Save a checkpoint (safetensors) here; default: next to --out, as FILE.ckpt.safetensors.
     #[arg(long, value_name = "FILE")]
@@ -82,6 +88,9 @@ struct LmArgs {
     /// Number of passes over the training data.
     #[arg(long)]
     epochs: Option<usize>,
+    /// Learning-rate schedule: constant, or cosine decay to lr/100 [default: cosine; seed: constant].
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleArg>,
     /// Examples per step (0: the whole training set at once).
     #[arg(long)]
     batch_size: Option<usize>,
@@ -181,6 +190,10 @@ fn lm(a: LmArgs) -> anyhow::Result<()> {
             _ => None,
         },
         valid_fraction: a.valid_fraction.unwrap_or(if seed { 0.0 } else { 0.1 }),
+        schedule: match a.schedule.unwrap_or(if seed { ScheduleArg::Constant } else { ScheduleArg::Cosine }) {
+            ScheduleArg::Constant => Schedule::Constant,
+            ScheduleArg::Cosine => Schedule::Cosine,
+        },
         seed: a.seed.unwrap_or(0),
     };
     validate(&model, &train)?;

@@ -44,7 +44,36 @@ pub struct TrainConfig {
     pub clip: Option<f64>,
     /// Fraction of lines held out for validation.
     pub valid_fraction: f64,
+    /// How the learning rate moves over the run.
+    #[serde(default)]
+    pub schedule: Schedule,
     pub seed: u64,
+}
+
+/// Learning-rate schedule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// The same rate throughout (the seed lecture).
+    #[default]
+    Constant,
+    /// Cosine decay from `lr` to `lr / 100` over all steps (Loshchilov & Hutter 2017, no
+    /// restarts): large steps early, fine ones at the end.
+    Cosine,
+}
+
+impl Schedule {
+    /// The rate for step `step` (0-based) of `total`.
+    pub fn lr(self, base: f64, step: usize, total: usize) -> f64 {
+        match self {
+            Schedule::Constant => base,
+            Schedule::Cosine => {
+                let min = base / 100.0;
+                let t = step as f64 / total.max(1) as f64;
+                min + 0.5 * (base - min) * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
 }
 
 /// What the user sees while training runs.
@@ -255,6 +284,7 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Resume>) 
     let n = data.train.len();
     let batch = run.train.batch_size.unwrap_or(n).clamp(1, n);
     let steps_per_epoch = n.div_ceil(batch);
+    let total_steps = run.train.epochs * steps_per_epoch;
     let bar = match run.log {
         LogStyle::Progress => {
             let bar = ProgressBar::new(((run.train.epochs - start) * steps_per_epoch) as u64);
@@ -302,6 +332,7 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Resume>) 
                 bail!("the loss became {value} at epoch {}: lower --lr or set --clip", epoch + 1);
             }
             loss_sum += value * len as f64;
+            adam.lr = run.train.schedule.lr(run.train.lr, epoch * steps_per_epoch + step, total_steps);
             adam.backward_step(&loss, run.train.clip);
             bar.inc(1);
         }
