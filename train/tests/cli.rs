@@ -1,0 +1,110 @@
+//! `kiln-train` driven as a user drives it.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn train() -> Command {
+    Command::cargo_bin("kiln-train").unwrap()
+}
+
+fn fails(args: &[&str], message: &str) {
+    train()
+        .args(args)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(message))
+        .stderr(predicate::str::contains("panicked").not());
+}
+
+fn corpus(dir: &Path) -> String {
+    let text: String = (0..60)
+        .map(|i| format!("the cat {} sat on the mat . a dog saw {} cats\n", i % 7, i % 5))
+        .collect();
+    let p = dir.join("corpus.txt");
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// Probabilities `kiln predict --json` gives for `prompt`.
+fn probabilities(model: &Path, prompt: &str) -> Vec<(String, f64)> {
+    let m = kiln_infer::next_word::NextWordModel::load(model, &Default::default()).unwrap();
+    let p = m.predict(prompt, 50).unwrap();
+    p.top.into_iter().map(|w| (w.word, w.probability as f64)).collect()
+}
+
+#[test]
+fn seed_preset_prints_the_lectures_lines_and_writes_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("seed.onnx");
+    let assert = train().args(["lm", "--preset", "seed", "--out", out.to_str().unwrap()]).assert().success();
+    let stdout = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{stdout}");
+    for (i, line) in lines[..5].iter().enumerate() {
+        let prefix = format!("Epoch: {:04} cost = ", (i + 1) * 100);
+        let cost = line.strip_prefix(&prefix).unwrap_or_else(|| panic!("{line:?}"));
+        assert_eq!(cost.len(), 8, "six decimals: {line:?}");
+        cost.parse::<f64>().unwrap();
+    }
+    assert_eq!(
+        lines[5],
+        "[['i', 'like'], ['i', 'love'], ['i', 'hate'], ['you', 'like'], ['you', 'love'], ['you', 'hate']] \
+         -> ['dog', 'coffee', 'milk', 'cat', 'milk', 'coffee']"
+    );
+    assert!(out.exists());
+    assert!(dir.path().join("seed.ckpt.safetensors").exists());
+}
+
+#[test]
+fn resuming_gives_the_same_model_as_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = corpus(dir.path());
+    let path = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let common = ["lm", "--corpus", &c, "--embed", "8", "--hidden", "16", "--layers", "2", "--dropout", "0.2",
+        "--batch-size", "16", "--schedule", "constant", "--device", "cpu", "--seed", "4"];
+    train().args(common).args(["--epochs", "4", "--out", &path("a.onnx")]).assert().success()
+        .stdout(predicate::str::contains("epoch    4/4"));
+    train().args(common).args(["--epochs", "2", "--out", &path("b.onnx")]).assert().success();
+    train()
+        .args(["lm", "--resume", &path("b.ckpt.safetensors"), "--epochs", "4", "--out", &path("b.onnx"), "--device", "cpu"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("epoch    3/4"));
+    let (a, b) = (probabilities(&dir.path().join("a.onnx"), "the cat"), probabilities(&dir.path().join("b.onnx"), "the cat"));
+    assert_eq!(a.len(), b.len());
+    for ((wa, pa), (wb, pb)) in a.iter().zip(&b) {
+        assert_eq!(wa, wb);
+        assert!((pa - pb).abs() < 1e-6, "{wa}: {pa} vs {pb}");
+    }
+    // Resuming a finished run asks for more epochs.
+    fails(&["lm", "--resume", &path("a.ckpt.safetensors")], "pass --epochs N");
+}
+
+#[test]
+fn bad_input_is_one_clear_error_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.onnx");
+    let out_s = out.to_str().unwrap();
+    fails(&["lm", "--out", out_s], "nothing to train on: give --corpus FILE, or --preset seed");
+    fails(&["lm", "--corpus", "no/such.txt", "--out", out_s], "cannot read corpus no/such.txt");
+    fails(&["lm", "--preset", "seed", "--out", "no/such/dir/m.onnx"], "the folder no/such/dir does not exist");
+    fails(&["lm", "--preset", "seed", "--hidden", "0"], "--hidden, --layers and --context must be at least 1");
+    fails(&["lm", "--preset", "seed", "--dropout", "1.5"], "--dropout must be in [0, 1)");
+    fails(&["lm", "--preset", "seed", "--context", "3"], "no training line has more than 3 words");
+    let c = corpus(dir.path());
+    fails(&["lm", "--corpus", &c, "--input", "one-hot", "--max-vocab", "2", "--epochs", "1", "--lr", "0"], "--lr must be a positive number");
+    fails(&["lm", "--resume", &c], "not a safetensors file");
+    fails(&["lm", "--resume", "x.safetensors", "--hidden", "3"], "cannot be used with");
+    assert!(!out.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only the corpus is there");
+}
+
+#[test]
+fn cuda_on_a_machine_without_one_is_refused_clearly() {
+    if tch::Cuda::is_available() {
+        return; // this machine has a GPU: the refusal cannot happen here
+    }
+    fails(&["lm", "--preset", "seed", "--device", "cuda"], "no CUDA device is usable here");
+}
