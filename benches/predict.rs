@@ -1,1 +1,26 @@
-fn main() {}
+//! Latency of next-word prediction on the shipped seed model, through the `kiln-infer` library
+//! (what `kiln predict` does after loading), beside a generation step with carried state and a
+//! re-run of the context window, the alternative it saves.
+//!
+//!     cargo bench --bench predict
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use kiln_infer::next_word::{GenerateOptions, LoadOptions, NextWordModel};
+
+fn bench(c: &mut Criterion) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/seed-lstm.onnx");
+    let model = NextWordModel::load(path, &LoadOptions::default()).expect("the shipped model loads");
+    c.bench_function("predict seed 'i like' (top 5)", |b| b.iter(|| model.predict("i like", 5).unwrap()));
+    c.bench_function("load + optimise seed model", |b| {
+        b.iter(|| NextWordModel::load(path, &LoadOptions::default()).unwrap())
+    });
+    let out = model.run_ids(&[4, 5], 1, 2, None).unwrap();
+    c.bench_function("one LSTM step with carried state", |b| {
+        b.iter(|| model.run_ids(&[2], 1, 1, Some((&out.hn, &out.cn))).unwrap())
+    });
+    let options = GenerateOptions { words: 100, temperature: 1.0, top_k: None, seed: 1 };
+    c.bench_function("generate 100 words", |b| b.iter(|| model.generate("you", &options).unwrap()));
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
