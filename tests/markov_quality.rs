@@ -67,7 +67,13 @@ fn held_out_cross_entropy_is_within_5_percent_of_the_true_entropy() {
         .sum();
 
     // Lines start from the stationary distribution, so every window is drawn from it.
-    let cumulative: Vec<f64> = pi.iter().scan(0.0, |s, x| { *s += x; Some(*s) }).collect();
+    let cumulative: Vec<f64> = pi
+        .iter()
+        .scan(0.0, |s, x| {
+            *s += x;
+            Some(*s)
+        })
+        .collect();
     let mut text = String::new();
     for _ in 0..2400 {
         let u = rng.random::<f64>() * cumulative[cumulative.len() - 1];

@@ -32,14 +32,21 @@ fn check(outcome: &LmOutcome, name: &str) {
             .arg(&inputs)
             .output()
             .expect("python runs");
-        assert!(out.status.success(), "{name}: onnx checker or onnxruntime failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{name}: onnx checker or onnxruntime failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let ort: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let x = Tensor::from_slice(&tokens).view([batch, seq]);
         let (logits, (hn, cn)) = tch::no_grad(|| outcome.model.forward(&x, Some(&(h0, c0)), false));
         for (what, t) in [("logits", &logits), ("hn", &hn), ("cn", &cn)] {
             let got: Vec<f32> = serde_json::from_value(ort[what].clone()).unwrap();
             let d = common::max_diff(&got, &common::to_vec(t));
-            assert!(d <= 1e-4, "{name}: onnxruntime's {what} differ from tch's by {d} (batch {batch}, seq {seq})");
+            assert!(
+                d <= 1e-4,
+                "{name}: onnxruntime's {what} differ from tch's by {d} (batch {batch}, seq {seq})"
+            );
         }
     }
 }

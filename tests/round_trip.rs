@@ -25,12 +25,12 @@ fn compare(outcome: &LmOutcome, name: &str) {
             let h0 = Tensor::randn([layers, batch, hidden], (Kind::Float, tch::Device::Cpu)) * 0.5;
             let c0 = Tensor::randn([layers, batch, hidden], (Kind::Float, tch::Device::Cpu)) * 0.5;
             let x = Tensor::from_slice(&tokens).view([batch, seq]);
-            let (logits, (hn, cn)) =
-                tch::no_grad(|| outcome.model.forward(&x, Some(&(h0.shallow_clone(), c0.shallow_clone())), false));
+            let (logits, (hn, cn)) = tch::no_grad(|| {
+                outcome.model.forward(&x, Some(&(h0.shallow_clone(), c0.shallow_clone())), false)
+            });
             let (h0v, c0v) = (common::to_vec(&h0), common::to_vec(&c0));
             let got = tract.run_ids(&tokens, batch as usize, seq as usize, Some((&h0v, &c0v))).unwrap();
-            for (what, a, b) in
-                [("logits", &got.logits, &logits), ("hn", &got.hn, &hn), ("cn", &got.cn, &cn)]
+            for (what, a, b) in [("logits", &got.logits, &logits), ("hn", &got.hn, &hn), ("cn", &got.cn, &cn)]
             {
                 let d = common::max_diff(a, &common::to_vec(b));
                 assert!(d <= TOL, "{name}: {what} differ by {d} at batch {batch}, seq {seq}");

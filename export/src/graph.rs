@@ -4,8 +4,7 @@
 use std::path::Path;
 
 use kiln_infer::pb::{
-    self, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension,
-    type_proto,
+    self, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension, type_proto,
 };
 use prost::Message;
 

@@ -105,12 +105,7 @@ pub fn lstm(
     let y4 = if want_y { g.fresh(&format!("{name}.Y")) } else { String::new() };
     let y_h = g.fresh(&format!("{name}.Y_h"));
     let y_c = g.fresh(&format!("{name}.Y_c"));
-    g.node(
-        "LSTM",
-        &[x, &w, &r, &b, "", h0, c0],
-        &[&y4, &y_h, &y_c],
-        vec![attr_int("hidden_size", h as i64)],
-    );
+    g.node("LSTM", &[x, &w, &r, &b, "", h0, c0], &[&y4, &y_h, &y_c], vec![attr_int("hidden_size", h as i64)]);
     let y = if want_y {
         // [seq, num_directions = 1, batch, H] → [seq, batch, H]
         let axes = g.ints("axes", &[1], &[1])?;
@@ -162,7 +157,8 @@ mod tests {
     #[test]
     fn wrong_sized_weights_are_a_typed_error() {
         let mut g = GraphBuilder::new("t");
-        let l = LstmLayer { inputs: 3, hidden: 2, w_ih: vec![0.; 5], w_hh: vec![], b_ih: vec![], b_hh: vec![] };
+        let l =
+            LstmLayer { inputs: 3, hidden: 2, w_ih: vec![0.; 5], w_hh: vec![], b_ih: vec![], b_hh: vec![] };
         let err = lstm(&mut g, "lstm.0", &l, "x", "h", "c", false).err().unwrap();
         assert!(matches!(err, ExportError::Shape { expected: 24, found: 5, .. }), "{err}");
     }

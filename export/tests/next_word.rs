@@ -12,7 +12,13 @@ fn randn(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-0.8f32..0.8)).collect()
 }
 
-fn weights(rng: &mut ChaCha8Rng, vocab: usize, embed: Option<usize>, layers: usize, h: usize) -> NextWordWeights {
+fn weights(
+    rng: &mut ChaCha8Rng,
+    vocab: usize,
+    embed: Option<usize>,
+    layers: usize,
+    h: usize,
+) -> NextWordWeights {
     let embedding = match embed {
         Some(dim) => Embedding { vocab, dim, weight: randn(rng, vocab * dim) },
         None => Embedding::one_hot(vocab),
@@ -42,7 +48,14 @@ fn sigmoid(x: f32) -> f32 {
 
 /// torch.nn.LSTM: i,f,g,o = σ,σ,tanh,σ of W_ih x + b_ih + W_hh h + b_hh; c' = f c + i g;
 /// h' = o tanh(c'). Returns logits [batch, vocab], hn, cn [layers, batch, H].
-fn reference(w: &NextWordWeights, tokens: &[i64], batch: usize, seq: usize, h0: &[f32], c0: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn reference(
+    w: &NextWordWeights,
+    tokens: &[i64],
+    batch: usize,
+    seq: usize,
+    h0: &[f32],
+    c0: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let h = w.lstm[0].hidden;
     let layers = w.lstm.len();
     let (mut logits, mut hn, mut cn) = (vec![], vec![0f32; h0.len()], vec![0f32; c0.len()]);
@@ -62,12 +75,18 @@ fn reference(w: &NextWordWeights, tokens: &[i64], batch: usize, seq: usize, h0: 
                 for (r, gate) in gates.iter_mut().enumerate() {
                     let wi = &layer.w_ih[r * layer.inputs..(r + 1) * layer.inputs];
                     let wh = &layer.w_hh[r * h..(r + 1) * h];
-                    *gate = layer.b_ih[r] + layer.b_hh[r]
+                    *gate = layer.b_ih[r]
+                        + layer.b_hh[r]
                         + wi.iter().zip(x.iter()).map(|(a, b)| a * b).sum::<f32>()
                         + wh.iter().zip(hh.iter()).map(|(a, b)| a * b).sum::<f32>();
                 }
                 for k in 0..h {
-                    let (i, f, g, o) = (sigmoid(gates[k]), sigmoid(gates[h + k]), gates[2 * h + k].tanh(), sigmoid(gates[3 * h + k]));
+                    let (i, f, g, o) = (
+                        sigmoid(gates[k]),
+                        sigmoid(gates[h + k]),
+                        gates[2 * h + k].tanh(),
+                        sigmoid(gates[3 * h + k]),
+                    );
                     cc[k] = f * cc[k] + i * g;
                     hh[k] = o * cc[k].tanh();
                 }

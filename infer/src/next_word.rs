@@ -151,8 +151,8 @@ impl NextWordModel {
     pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
         let path = path.as_ref();
         let shown = path.display().to_string();
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::Read { path: shown.clone(), reason: e.to_string() })?;
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::Read { path: shown.clone(), reason: e.to_string() })?;
         let bad = |e: anyhow::Error| Error::BadModel { path: shown.clone(), reason: format!("{e:#}") };
         let model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(bad)?;
         let props = metadata(&model);
@@ -168,10 +168,7 @@ impl NextWordModel {
         } else {
             foreign_one_hot(model, &shown, options)?
         };
-        let plan = model
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(bad)?;
+        let plan = model.into_optimized().and_then(|m| m.into_runnable()).map_err(bad)?;
         let vocab = Vocab::new(meta.vocab.clone());
         Ok(NextWordModel { plan, meta, vocab, interface })
     }
@@ -241,10 +238,8 @@ impl NextWordModel {
                     for (t, &id) in row.iter().enumerate() {
                         x[t * vocab + id as usize] = 1.0;
                     }
-                    let out = self
-                        .plan
-                        .run(tvec!(tensor_from(&[1, seq, vocab], x)?.into()))
-                        .map_err(run_err)?;
+                    let out =
+                        self.plan.run(tvec!(tensor_from(&[1, seq, vocab], x)?.into())).map_err(run_err)?;
                     logits.extend(floats(&out[0])?);
                 }
                 Ok(StepOutput { logits, hn: vec![], cn: vec![] })
@@ -374,9 +369,9 @@ impl Iterator for Words<'_> {
         let m = self.model;
         let step = match (&mut self.last, self.pending.take()) {
             // Feed the previous word, carrying the state: one LSTM step.
-            (Some(last), Some(id)) => m
-                .run_ids(&[id], 1, 1, Some((&last.hn, &last.cn)))
-                .map(|out| *last = out),
+            (Some(last), Some(id)) => {
+                m.run_ids(&[id], 1, 1, Some((&last.hn, &last.cn))).map(|out| *last = out)
+            }
             (Some(_), None) => Ok(()),
             (None, _) => {
                 let seq = self.window.len();
@@ -422,9 +417,7 @@ fn floats(t: &Tensor) -> Result<Vec<f32>> {
 }
 
 fn tensor_from<T: Datum>(shape: &[usize], data: Vec<T>) -> Result<Tensor> {
-    tract_ndarray::ArrayD::from_shape_vec(shape, data)
-        .map(|a| a.into_tensor())
-        .map_err(run_err)
+    tract_ndarray::ArrayD::from_shape_vec(shape, data).map(|a| a.into_tensor()).map_err(run_err)
 }
 
 /// The file's `metadata_props`, without tract's `onnx.metadata_props.` prefix.
@@ -449,10 +442,8 @@ fn foreign_one_hot(
 ) -> Result<(InferenceModel, NextWordMeta, Interface)> {
     let unsupported = |reason: String| Error::Unsupported { path: shown.to_string(), reason };
     let vocab_path = options.vocab.as_ref().ok_or_else(|| Error::NeedVocab(shown.to_string()))?;
-    let vocab_text = std::fs::read_to_string(vocab_path).map_err(|e| Error::Read {
-        path: vocab_path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let vocab_text = std::fs::read_to_string(vocab_path)
+        .map_err(|e| Error::Read { path: vocab_path.display().to_string(), reason: e.to_string() })?;
     let words: Vec<String> = serde_json::from_str(&vocab_text).map_err(|e| Error::Read {
         path: vocab_path.display().to_string(),
         reason: format!("not a JSON array of words: {e}"),

@@ -63,8 +63,7 @@ pub struct UnknownWord {
 
 impl Vocab {
     pub fn new(words: Vec<String>) -> Self {
-        let index: HashMap<String, usize> =
-            words.iter().enumerate().map(|(i, w)| (w.clone(), i)).collect();
+        let index: HashMap<String, usize> = words.iter().enumerate().map(|(i, w)| (w.clone(), i)).collect();
         let unk = index.get(UNK).copied();
         Vocab { words, index, unk }
     }
@@ -92,11 +91,7 @@ impl Vocab {
 
     /// The id of `word`: `<unk>`'s id for unknown words where there is one, else an error.
     pub fn id(&self, word: &str) -> Result<usize, UnknownWord> {
-        self.index
-            .get(word)
-            .copied()
-            .or(self.unk)
-            .ok_or_else(|| UnknownWord { word: word.to_string() })
+        self.index.get(word).copied().or(self.unk).ok_or_else(|| UnknownWord { word: word.to_string() })
     }
 
     /// Whether `word` is in the vocabulary (not counting the `<unk>` fallback).

@@ -58,7 +58,8 @@ fn shipped_seed_model_predicts_the_lecture_targets() {
 #[test]
 fn predict_json_reports_probabilities_and_truncation() {
     let m = seed_model();
-    let out = kiln().args(["predict", m.to_str().unwrap(), "You, I LIKE", "-k", "9", "--json"]).assert().success();
+    let out =
+        kiln().args(["predict", m.to_str().unwrap(), "You, I LIKE", "-k", "9", "--json"]).assert().success();
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let top = v["top"].as_array().unwrap();
     assert_eq!(top.len(), 9);
@@ -139,7 +140,10 @@ fn runs_the_seed_lectures_own_torch_export_given_its_vocabulary() {
     fails(&["predict", m, "like", "--vocab", vocab], "exactly 2 words of context");
     let short = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(short.path(), r#"["a", "b"]"#).unwrap();
-    fails(&["predict", m, "i like", "--vocab", short.path().to_str().unwrap()], "the vocabulary has 2 words but the model has 9");
+    fails(
+        &["predict", m, "i like", "--vocab", short.path().to_str().unwrap()],
+        "the vocabulary has 2 words but the model has 9",
+    );
 }
 
 #[test]

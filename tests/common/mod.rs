@@ -13,7 +13,14 @@ use rand_chacha::ChaCha8Rng;
 /// The seed preset, as `kiln-train lm --preset seed` sets it up.
 pub fn seed_run(seed: u64) -> LmRun {
     LmRun {
-        model: LmConfig { vocab: 0, input: InputKind::OneHot, hidden: 5, layers: 1, dropout: 0.0, context: 2 },
+        model: LmConfig {
+            vocab: 0,
+            input: InputKind::OneHot,
+            hidden: 5,
+            layers: 1,
+            dropout: 0.0,
+            context: 2,
+        },
         train: TrainConfig {
             source: Source::Seed,
             tokenizer: TokenizerSpec { lowercase: true, split_punctuation: false },
@@ -35,9 +42,23 @@ pub fn seed_run(seed: u64) -> LmRun {
 }
 
 /// A general run on `corpus` (embedding input).
-pub fn corpus_run(corpus: PathBuf, embed: i64, hidden: i64, layers: i64, context: i64, epochs: usize) -> LmRun {
+pub fn corpus_run(
+    corpus: PathBuf,
+    embed: i64,
+    hidden: i64,
+    layers: i64,
+    context: i64,
+    epochs: usize,
+) -> LmRun {
     LmRun {
-        model: LmConfig { vocab: 0, input: InputKind::Embedding { dim: embed }, hidden, layers, dropout: 0.0, context },
+        model: LmConfig {
+            vocab: 0,
+            input: InputKind::Embedding { dim: embed },
+            hidden,
+            layers,
+            dropout: 0.0,
+            context,
+        },
         train: TrainConfig {
             source: Source::Corpus(corpus),
             tokenizer: TokenizerSpec::default(),
@@ -85,6 +106,9 @@ pub fn python() -> PathBuf {
         return p.into();
     }
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".deps/venv/bin/python");
-    assert!(p.exists(), "no Python with onnx/onnxruntime: run `cargo xtask bootstrap` (or `cargo xtask test`)");
+    assert!(
+        p.exists(),
+        "no Python with onnx/onnxruntime: run `cargo xtask bootstrap` (or `cargo xtask test`)"
+    );
     p
 }

@@ -80,7 +80,11 @@ impl Adam {
     }
 
     /// Restores moments saved by [`Adam::state`]; `get` looks a tensor up by name.
-    pub fn load_state(&mut self, step: i64, mut get: impl FnMut(&str) -> Option<Tensor>) -> Result<(), String> {
+    pub fn load_state(
+        &mut self,
+        step: i64,
+        mut get: impl FnMut(&str) -> Option<Tensor>,
+    ) -> Result<(), String> {
         let _guard = tch::no_grad_guard();
         for (n, p, m, v) in &mut self.params {
             for (slot, key) in [(&mut *m, format!("adam.m.{n}")), (&mut *v, format!("adam.v.{n}"))] {

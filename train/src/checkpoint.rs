@@ -20,7 +20,11 @@ pub enum CheckpointError {
 }
 
 /// Saves float tensors and `info` to `path` atomically.
-pub fn save(path: &Path, tensors: &[(String, Tensor)], info: &serde_json::Value) -> Result<(), CheckpointError> {
+pub fn save(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    info: &serde_json::Value,
+) -> Result<(), CheckpointError> {
     let err = |reason: String| CheckpointError::Write { path: path.display().to_string(), reason };
     let mut bytes: BTreeMap<&str, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
     for (name, t) in tensors {
@@ -49,7 +53,8 @@ pub struct Loaded {
 pub fn load(path: &Path) -> Result<Loaded, CheckpointError> {
     let err = |reason: String| CheckpointError::Read { path: path.display().to_string(), reason };
     let buf = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let (_, metadata) = SafeTensors::read_metadata(&buf).map_err(|e| err(format!("not a safetensors file ({e})")))?;
+    let (_, metadata) =
+        SafeTensors::read_metadata(&buf).map_err(|e| err(format!("not a safetensors file ({e})")))?;
     let info = metadata
         .metadata()
         .as_ref()

@@ -95,17 +95,25 @@ pub fn windows(lines: &[Vec<String>], vocab: &Vocab, context: usize) -> Windows 
 
 /// Splits lines into training and held-out sets: a `fraction` of the lines (at least one when
 /// the fraction is positive and there are two or more lines), chosen with `seed`.
-pub fn split_lines(lines: Vec<Vec<String>>, fraction: f64, seed: u64) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+pub fn split_lines(
+    lines: Vec<Vec<String>>,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
     if fraction <= 0.0 || lines.len() < 2 {
         return (lines, Vec::new());
     }
     let mut order: Vec<usize> = (0..lines.len()).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0F_5971));
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x005E_ED0F_5971));
     let n_valid = ((lines.len() as f64 * fraction).round() as usize).clamp(1, lines.len() - 1);
     let valid_set: std::collections::HashSet<usize> = order[..n_valid].iter().copied().collect();
     let (mut train, mut valid) = (Vec::new(), Vec::new());
     for (i, l) in lines.into_iter().enumerate() {
-        if valid_set.contains(&i) { valid.push(l) } else { train.push(l) }
+        if valid_set.contains(&i) {
+            valid.push(l)
+        } else {
+            train.push(l)
+        }
     }
     (train, valid)
 }

@@ -63,13 +63,19 @@ pub fn next_word_weights(vs: &nn::VarStore, config: &LmConfig) -> Result<NextWor
         });
         width = hidden;
     }
-    let head = Linear { inputs: hidden, outputs: vocab, weight: p.take("head.weight")?, bias: p.take("head.bias")? };
+    let head =
+        Linear { inputs: hidden, outputs: vocab, weight: p.take("head.weight")?, bias: p.take("head.bias")? };
     p.finish()?;
     Ok(NextWordWeights { embedding, lstm, head })
 }
 
 /// Exports the model in `vs` to `path` (atomically).
-pub fn export_next_word(vs: &nn::VarStore, config: &LmConfig, meta: &NextWordMeta, path: &Path) -> Result<(), ExportError> {
+pub fn export_next_word(
+    vs: &nn::VarStore,
+    config: &LmConfig,
+    meta: &NextWordMeta,
+    path: &Path,
+) -> Result<(), ExportError> {
     let weights = next_word_weights(vs, config)?;
     let model = kiln_export::next_word_model(&weights, meta)?;
     kiln_export::write_model(&model, path)

@@ -93,10 +93,9 @@ impl TextLstm {
     pub fn new(vs: &nn::Path, config: &LmConfig) -> Self {
         let (embedding, width) = match config.input {
             InputKind::OneHot => (None, config.vocab),
-            InputKind::Embedding { dim } => (
-                Some(nn::embedding(vs / "embedding", config.vocab, dim, Default::default())),
-                dim,
-            ),
+            InputKind::Embedding { dim } => {
+                (Some(nn::embedding(vs / "embedding", config.vocab, dim, Default::default())), dim)
+            }
         };
         let lstm = Lstm::new(vs / "lstm", width, config.hidden, config.layers, config.dropout);
         let head = nn::linear(vs / "head", config.hidden, config.vocab, Default::default());
@@ -104,7 +103,12 @@ impl TextLstm {
     }
 
     /// `tokens [batch, seq]` (int64) → `(logits [batch, vocab] for the last position, state)`.
-    pub fn forward(&self, tokens: &Tensor, state: Option<&(Tensor, Tensor)>, train: bool) -> (Tensor, (Tensor, Tensor)) {
+    pub fn forward(
+        &self,
+        tokens: &Tensor,
+        state: Option<&(Tensor, Tensor)>,
+        train: bool,
+    ) -> (Tensor, (Tensor, Tensor)) {
         let x = match &self.embedding {
             Some(e) => e.forward(tokens), // [batch, seq, dim]
             None => tokens.one_hot(self.config.vocab).to_kind(Kind::Float), // [batch, seq, vocab]

@@ -161,7 +161,9 @@ fn lm(a: LmArgs) -> anyhow::Result<()> {
     let source = match (&a.corpus, seed) {
         (Some(p), _) => Source::Corpus(p.clone()),
         (None, true) => Source::Seed,
-        (None, false) => bail!("nothing to train on: give --corpus FILE, or --preset seed for the lecture's sentences"),
+        (None, false) => {
+            bail!("nothing to train on: give --corpus FILE, or --preset seed for the lecture's sentences")
+        }
     };
     let input = match a.input.unwrap_or(if seed { Input::OneHot } else { Input::Embedding }) {
         Input::OneHot => InputKind::OneHot,
@@ -197,7 +199,8 @@ fn lm(a: LmArgs) -> anyhow::Result<()> {
         seed: a.seed.unwrap_or(0),
     };
     validate(&model, &train)?;
-    let checkpoint = a.checkpoint.clone().or_else(|| a.out.as_ref().map(|o| o.with_extension("ckpt.safetensors")));
+    let checkpoint =
+        a.checkpoint.clone().or_else(|| a.out.as_ref().map(|o| o.with_extension("ckpt.safetensors")));
     let run = LmRun {
         model,
         train,

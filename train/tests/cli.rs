@@ -19,9 +19,8 @@ fn fails(args: &[&str], message: &str) {
 }
 
 fn corpus(dir: &Path) -> String {
-    let text: String = (0..60)
-        .map(|i| format!("the cat {} sat on the mat . a dog saw {} cats\n", i % 7, i % 5))
-        .collect();
+    let text: String =
+        (0..60).map(|i| format!("the cat {} sat on the mat . a dog saw {} cats\n", i % 7, i % 5)).collect();
     let p = dir.join("corpus.txt");
     std::fs::write(&p, text).unwrap();
     p.to_str().unwrap().to_string()
@@ -62,17 +61,53 @@ fn resuming_gives_the_same_model_as_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let c = corpus(dir.path());
     let path = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-    let common = ["lm", "--corpus", &c, "--embed", "8", "--hidden", "16", "--layers", "2", "--dropout", "0.2",
-        "--batch-size", "16", "--schedule", "constant", "--device", "cpu", "--seed", "4"];
-    train().args(common).args(["--epochs", "4", "--out", &path("a.onnx")]).assert().success()
+    let common = [
+        "lm",
+        "--corpus",
+        &c,
+        "--embed",
+        "8",
+        "--hidden",
+        "16",
+        "--layers",
+        "2",
+        "--dropout",
+        "0.2",
+        "--batch-size",
+        "16",
+        "--schedule",
+        "constant",
+        "--device",
+        "cpu",
+        "--seed",
+        "4",
+    ];
+    train()
+        .args(common)
+        .args(["--epochs", "4", "--out", &path("a.onnx")])
+        .assert()
+        .success()
         .stdout(predicate::str::contains("epoch    4/4"));
     train().args(common).args(["--epochs", "2", "--out", &path("b.onnx")]).assert().success();
     train()
-        .args(["lm", "--resume", &path("b.ckpt.safetensors"), "--epochs", "4", "--out", &path("b.onnx"), "--device", "cpu"])
+        .args([
+            "lm",
+            "--resume",
+            &path("b.ckpt.safetensors"),
+            "--epochs",
+            "4",
+            "--out",
+            &path("b.onnx"),
+            "--device",
+            "cpu",
+        ])
         .assert()
         .success()
         .stdout(predicate::str::contains("epoch    3/4"));
-    let (a, b) = (probabilities(&dir.path().join("a.onnx"), "the cat"), probabilities(&dir.path().join("b.onnx"), "the cat"));
+    let (a, b) = (
+        probabilities(&dir.path().join("a.onnx"), "the cat"),
+        probabilities(&dir.path().join("b.onnx"), "the cat"),
+    );
     assert_eq!(a.len(), b.len());
     for ((wa, pa), (wb, pb)) in a.iter().zip(&b) {
         assert_eq!(wa, wb);
@@ -89,12 +124,21 @@ fn bad_input_is_one_clear_error_and_writes_nothing() {
     let out_s = out.to_str().unwrap();
     fails(&["lm", "--out", out_s], "nothing to train on: give --corpus FILE, or --preset seed");
     fails(&["lm", "--corpus", "no/such.txt", "--out", out_s], "cannot read corpus no/such.txt");
-    fails(&["lm", "--preset", "seed", "--out", "no/such/dir/m.onnx"], "the folder no/such/dir does not exist");
-    fails(&["lm", "--preset", "seed", "--hidden", "0"], "--hidden, --layers and --context must be at least 1");
+    fails(
+        &["lm", "--preset", "seed", "--out", "no/such/dir/m.onnx"],
+        "the folder no/such/dir does not exist",
+    );
+    fails(
+        &["lm", "--preset", "seed", "--hidden", "0"],
+        "--hidden, --layers and --context must be at least 1",
+    );
     fails(&["lm", "--preset", "seed", "--dropout", "1.5"], "--dropout must be in [0, 1)");
     fails(&["lm", "--preset", "seed", "--context", "3"], "no training line has more than 3 words");
     let c = corpus(dir.path());
-    fails(&["lm", "--corpus", &c, "--input", "one-hot", "--max-vocab", "2", "--epochs", "1", "--lr", "0"], "--lr must be a positive number");
+    fails(
+        &["lm", "--corpus", &c, "--input", "one-hot", "--max-vocab", "2", "--epochs", "1", "--lr", "0"],
+        "--lr must be a positive number",
+    );
     fails(&["lm", "--resume", &c], "not a safetensors file");
     fails(&["lm", "--resume", "x.safetensors", "--hidden", "3"], "cannot be used with");
     assert!(!out.exists());

@@ -73,7 +73,9 @@ fn bootstrap() -> Result<Deps> {
     std::fs::create_dir_all(&deps).map_err(|e| format!("cannot create {}: {e}", deps.display()))?;
     if !python.exists() {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv)).map_err(|e| {
-            format!("{e}\n  a Python 3 with venv is needed (Debian/Ubuntu: apt-get install python3 python3-venv)")
+            format!(
+                "{e}\n  a Python 3 with venv is needed (Debian/Ubuntu: apt-get install python3 python3-venv)"
+            )
         })?;
     }
     let pip = |args: &[&str]| {
