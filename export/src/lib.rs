@@ -26,8 +26,6 @@ pub enum ExportError {
     Shape { what: String, expected: usize, found: usize },
     #[error("{0}")]
     Invalid(String),
-    #[error("the exporter does not know the layer `{0}`")]
-    UnknownLayer(String),
     #[error("parameter `{0}` is in the model but no exported layer uses it")]
     UnusedParameter(String),
     #[error("cannot write {path}: {source}")]

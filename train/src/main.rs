@@ -121,6 +121,12 @@ struct LmArgs {
 }
 
 fn main() -> ExitCode {
+    // Training logs go to stdout with println!: behave like other Unix tools when the reader
+    // goes away (`kiln-train … | head`) and end quietly instead of panicking on a closed pipe.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's tasks, in Rust so they need nothing but cargo and Python 3.
 //!
-//! - `cargo xtask bootstrap`: the pinned libtorch (from the `torch` wheel on PyPI) and the
-//!   Python tools the conformance tests use, in `.deps/` (git-ignored). Idempotent.
+//! - `cargo xtask bootstrap [--cuda]`: the pinned libtorch (from the `torch` wheel on PyPI) and
+//!   the Python tools the conformance tests use, in `.deps/` (git-ignored). Idempotent. With
+//!   `--cuda`, the wheel's CUDA libraries too, for `kiln-train --device cuda`.
 //! - `cargo xtask test`: bootstrap, then the whole test suite.
 //! - `cargo xtask demo`: bootstrap, build, train the seed model, export it, query it with `kiln`.
 
@@ -18,11 +19,15 @@ const PY_TOOLS: &[&str] = &["onnx==1.23.2", "onnxruntime==1.32.0", "numpy==2.4.6
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("bootstrap") => bootstrap().map(|_| ()),
+        Some("bootstrap") => match args.get(1).map(String::as_str) {
+            None => bootstrap(false).map(|_| ()),
+            Some("--cuda") => bootstrap(true).map(|_| ()),
+            Some(other) => Err(format!("bootstrap: unknown option {other} (only --cuda)")),
+        },
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
         _ => {
-            eprintln!("usage: cargo xtask <bootstrap|test|demo>\n\n  bootstrap  install libtorch and Python tools into .deps/\n  test       bootstrap, then run every test (extra args go to cargo test)\n  demo       bootstrap, build, train the seed model and query it");
+            eprintln!("usage: cargo xtask <bootstrap [--cuda]|test|demo>\n\n  bootstrap  install libtorch (CPU part; --cuda: the full CUDA wheel) and Python tools into .deps/\n  test       bootstrap, then run every test (extra args go to cargo test)\n  demo       bootstrap, build, train the seed model and query it");
             return ExitCode::from(2);
         }
     };
@@ -56,17 +61,18 @@ struct Deps {
     python: PathBuf,
 }
 
-fn bootstrap() -> Result<Deps> {
+fn bootstrap(cuda: bool) -> Result<Deps> {
     let deps = root().join(".deps");
     let venv = deps.join("venv");
     let python = venv.join("bin").join("python");
     let link = deps.join("libtorch");
     let stamp = venv.join("kiln-requirements.txt");
-    let wanted = [TORCH, PY_TOOLS].concat().join("\n");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str())
-        && link.join("lib").is_dir()
-        && python.exists()
-    {
+    let cpu_set = [TORCH, PY_TOOLS].concat().join("\n");
+    let cuda_set = [&["torch==2.13.0 (with CUDA libraries)"], PY_TOOLS].concat().join("\n");
+    let wanted = if cuda { &cuda_set } else { &cpu_set };
+    let have = std::fs::read_to_string(&stamp).unwrap_or_default();
+    // A CUDA install serves CPU work too.
+    if (have == *wanted || have == cuda_set) && link.join("lib").is_dir() && python.exists() {
         eprintln!("xtask: .deps is up to date (libtorch at {})", link.display());
         return Ok(Deps { python });
     }
@@ -83,8 +89,12 @@ fn bootstrap() -> Result<Deps> {
             .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q"])
             .args(args))
     };
-    // --no-deps: the wheel's CUDA dependencies (3.7 GB) are not needed to run on the CPU.
-    pip(&[&["--no-deps"], TORCH].concat())?;
+    if cuda {
+        pip(&["torch==2.13.0"])?;
+    } else {
+        // --no-deps: the wheel's CUDA dependencies (3.7 GB) are not needed to run on the CPU.
+        pip(&[&["--no-deps"], TORCH].concat())?;
+    }
     pip(PY_TOOLS)?;
     let lib = venv.join("lib");
     let torch = std::fs::read_dir(&lib)
@@ -97,7 +107,7 @@ fn bootstrap() -> Result<Deps> {
     let target = torch.strip_prefix(&deps).map(Path::to_path_buf).unwrap_or(torch.clone());
     std::os::unix::fs::symlink(&target, &link)
         .map_err(|e| format!("cannot link {} → {}: {e}", link.display(), target.display()))?;
-    std::fs::write(&stamp, wanted).map_err(|e| e.to_string())?;
+    std::fs::write(&stamp, wanted.as_str()).map_err(|e| e.to_string())?;
     eprintln!("xtask: libtorch ready at {}", link.display());
     Ok(Deps { python })
 }
@@ -109,14 +119,14 @@ fn cargo() -> Command {
 }
 
 fn test(extra: &[String]) -> Result {
-    let deps = bootstrap()?;
-    // The inference crate first, on its own: it must build and pass without libtorch.
-    run(cargo().args(["test", "-p", "kiln-infer"]))?;
+    let deps = bootstrap(false)?;
+    // kiln-infer's freedom from libtorch is itself a test (infer/tests/dependencies.rs), so one
+    // workspace run covers it without building the dependencies twice.
     run(cargo().args(["test", "--workspace"]).args(extra).env("KILN_PYTHON", &deps.python))
 }
 
 fn demo() -> Result {
-    bootstrap()?;
+    bootstrap(false)?;
     run(cargo().args(["build", "--release", "-p", "kiln-train", "-p", "kiln-infer"]))?;
     let bin = root().join("target").join("release");
     let out = root().join("target").join("demo");
