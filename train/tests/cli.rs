@@ -170,3 +170,34 @@ fn a_closed_pipe_ends_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked") && stderr.is_empty(), "{stderr}");
 }
+
+#[test]
+fn rare_and_unknown_words_read_as_unk() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = corpus(dir.path());
+    let out = dir.path().join("m.onnx");
+    // "6" appears in 8 of the 60 lines (i % 7 == 6), below "--min-count 10": it becomes <unk>.
+    train()
+        .args([
+            "lm",
+            "--corpus",
+            &c,
+            "--min-count",
+            "10",
+            "--epochs",
+            "1",
+            "--hidden",
+            "8",
+            "--device",
+            "cpu",
+        ])
+        .args(["--out", out.to_str().unwrap()])
+        .assert()
+        .success();
+    let m = kiln_infer::next_word::NextWordModel::load(&out, &Default::default()).unwrap();
+    assert_eq!(m.vocab().words()[0], "<unk>");
+    assert!(!m.vocab().contains("6") && m.vocab().contains("the"));
+    let p = m.predict("the zebra", 3).unwrap();
+    assert_eq!(p.context.unknown, ["zebra"]);
+    assert_eq!(p.top.len(), 3);
+}
