@@ -3,12 +3,32 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use kiln_train::train_lm::{train_lm, LmOutcome};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
+
+/// Runs `onnx.checker` (full check) and onnxruntime on `model`; returns the outputs by name.
+fn onnxruntime(model: &Path, inputs: serde_json::Value) -> serde_json::Value {
+    let file = model.with_extension("inputs.json");
+    std::fs::write(&file, inputs.to_string()).unwrap();
+    let out = Command::new(common::python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/onnx_conformance.py"))
+        .arg(model)
+        .arg(&file)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}: onnx checker or onnxruntime failed:\n{}",
+        model.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
 
 fn check(outcome: &LmOutcome, name: &str) {
     let dir = tempfile::tempdir().unwrap();
@@ -20,24 +40,15 @@ fn check(outcome: &LmOutcome, name: &str) {
         let tokens: Vec<i64> = (0..batch * seq).map(|_| rng.random_range(0..cfg.vocab)).collect();
         let h0 = Tensor::randn([cfg.layers, batch, cfg.hidden], (Kind::Float, tch::Device::Cpu)) * 0.5;
         let c0 = Tensor::randn([cfg.layers, batch, cfg.hidden], (Kind::Float, tch::Device::Cpu)) * 0.5;
-        let inputs = dir.path().join("inputs.json");
-        let json = serde_json::json!({
-            "tokens": tokens, "batch": batch, "seq": seq, "layers": cfg.layers, "hidden": cfg.hidden,
-            "h0": common::to_vec(&h0), "c0": common::to_vec(&c0),
-        });
-        std::fs::write(&inputs, json.to_string()).unwrap();
-        let out = Command::new(common::python())
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/onnx_conformance.py"))
-            .arg(&model)
-            .arg(&inputs)
-            .output()
-            .expect("python runs");
-        assert!(
-            out.status.success(),
-            "{name}: onnx checker or onnxruntime failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
+        let state = [cfg.layers, batch, cfg.hidden];
+        let ort = onnxruntime(
+            &model,
+            serde_json::json!({
+                "tokens": {"dtype": "int64", "shape": [batch, seq], "data": tokens},
+                "h0": {"dtype": "float32", "shape": state, "data": common::to_vec(&h0)},
+                "c0": {"dtype": "float32", "shape": state, "data": common::to_vec(&c0)},
+            }),
         );
-        let ort: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let x = Tensor::from_slice(&tokens).view([batch, seq]);
         let (logits, (hn, cn)) = tch::no_grad(|| outcome.model.forward(&x, Some(&(h0, c0)), false));
         for (what, t) in [("logits", &logits), ("hn", &hn), ("cn", &cn)] {
@@ -64,4 +75,71 @@ fn two_layer_embedding_model_passes_onnx_checker_and_matches_onnxruntime() {
     let corpus = dir.path().join("corpus.txt");
     std::fs::write(&corpus, common::random_corpus(9, 25, 150)).unwrap();
     check(&train_lm(&common::corpus_run(corpus, 6, 12, 2, 4, 1)).unwrap(), "two-layer");
+}
+
+/// Generators (issue 3's exporter half): random weights, checked by onnx and onnxruntime
+/// against tract's answers for the same file.
+#[test]
+fn generators_pass_onnx_checker_and_onnxruntime_agrees_with_tract() {
+    use kiln_export::layers::{Activation, BatchNorm, ConvTranspose2d, Linear};
+    use kiln_export::GenLayer;
+    use kiln_infer::contract::GeneratorMeta;
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let mut v = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-0.5f32..0.5)).collect() };
+    let bn = |c: usize, v: &mut dyn FnMut(usize) -> Vec<f32>| BatchNorm {
+        channels: c,
+        gamma: v(c).iter().map(|x| 1.0 + x).collect(),
+        beta: v(c),
+        running_mean: v(c),
+        running_var: v(c).iter().map(|x| 1.0 + x).collect(),
+        eps: 1e-5,
+    };
+    let stack = vec![
+        GenLayer::Linear(Linear { inputs: 5, outputs: 3 * 4 * 4, weight: v(5 * 48), bias: v(48) }),
+        GenLayer::BatchNorm(bn(48, &mut v)),
+        GenLayer::Activation(Activation::LeakyRelu { alpha: 0.2 }),
+        GenLayer::Reshape(vec![3, 4, 4]),
+        GenLayer::ConvTranspose(ConvTranspose2d {
+            in_channels: 3,
+            out_channels: 2,
+            kernel: 4,
+            stride: 2,
+            padding: 1,
+            weight: v(3 * 2 * 16),
+            bias: Some(v(2)),
+        }),
+        GenLayer::BatchNorm(bn(2, &mut v)),
+        GenLayer::Activation(Activation::Relu),
+        GenLayer::ConvTranspose(ConvTranspose2d {
+            in_channels: 2,
+            out_channels: 1,
+            kernel: 4,
+            stride: 2,
+            padding: 1,
+            weight: v(2 * 16),
+            bias: None,
+        }),
+        GenLayer::Activation(Activation::Tanh),
+    ];
+    let meta = GeneratorMeta {
+        latent: 5,
+        output_shape: vec![1, 16, 16],
+        value_range: [-1.0, 1.0],
+        dataset: "test".into(),
+        train_config: serde_json::Value::Null,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.onnx");
+    kiln_export::write_model(&kiln_export::generator_model(&stack, &meta).unwrap(), &path).unwrap();
+    let g = kiln_infer::generator::GeneratorModel::load(&path).unwrap();
+    for batch in [1usize, 16] {
+        let z = v(batch * 5);
+        let ort = onnxruntime(
+            &path,
+            serde_json::json!({"z": {"dtype": "float32", "shape": [batch, 5], "data": z}}),
+        );
+        let got: Vec<f32> = serde_json::from_value(ort["samples"].clone()).unwrap();
+        let d = common::max_diff(&got, &g.generate(&z, batch).unwrap());
+        assert!(d <= 1e-4, "batch {batch}: onnxruntime and tract differ by {d}");
+    }
 }

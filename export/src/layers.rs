@@ -1,7 +1,7 @@
 //! One emitter per layer kind. Each takes the builder, the names of its input values and the
 //! layer's weights, adds its nodes, and returns the names of its outputs.
 
-use crate::graph::{attr_int, attr_ints, GraphBuilder};
+use crate::graph::{attr_float, attr_int, attr_ints, GraphBuilder};
 use crate::ExportError;
 
 /// A token embedding table `[vocab, dim]`, row `i` for token `i`.
@@ -127,6 +127,101 @@ pub fn slice(g: &mut GraphBuilder, x: &str, axis: i64, start: i64, end: i64) -> 
     let ends = g.ints("ends", &[1], &[end])?;
     let axes = g.ints("axes", &[1], &[axis])?;
     Ok(g.op("Slice", &[x, &starts, &ends, &axes], vec![]))
+}
+
+/// An element-wise activation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    Relu,
+    LeakyRelu { alpha: f32 },
+    Tanh,
+    Sigmoid,
+}
+
+/// `Relu`, `LeakyRelu`, `Tanh` or `Sigmoid`, shape unchanged.
+pub fn activation(g: &mut GraphBuilder, a: Activation, x: &str) -> String {
+    match a {
+        Activation::Relu => g.op("Relu", &[x], vec![]),
+        Activation::LeakyRelu { alpha } => g.op("LeakyRelu", &[x], vec![attr_float("alpha", alpha)]),
+        Activation::Tanh => g.op("Tanh", &[x], vec![]),
+        Activation::Sigmoid => g.op("Sigmoid", &[x], vec![]),
+    }
+}
+
+/// `Reshape` to `[batch, …shape]`, the batch dimension kept whatever its size.
+pub fn reshape(g: &mut GraphBuilder, x: &str, shape: &[usize]) -> Result<String, ExportError> {
+    let mut dims = vec![-1i64];
+    dims.extend(shape.iter().map(|&d| d as i64));
+    let target = g.ints("shape", &[dims.len()], &dims)?;
+    Ok(g.op("Reshape", &[x, &target], vec![]))
+}
+
+/// A 2-D transposed convolution in PyTorch's layout (`weight [in, out, k, k]`, which is also
+/// ONNX's), square kernel, same stride and padding on both axes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvTranspose2d {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub weight: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl ConvTranspose2d {
+    /// Output side for an input side `n`: `(n − 1)·stride − 2·padding + kernel`.
+    pub fn output_size(&self, n: usize) -> Option<usize> {
+        ((n - 1) * self.stride + self.kernel).checked_sub(2 * self.padding).filter(|&m| m > 0)
+    }
+}
+
+/// `ConvTranspose`: `[batch, in, h, w]` → `[batch, out, h', w']`.
+pub fn conv_transpose(
+    g: &mut GraphBuilder,
+    name: &str,
+    c: &ConvTranspose2d,
+    x: &str,
+) -> Result<String, ExportError> {
+    let k = c.kernel;
+    let w = g.weight(&format!("{name}.weight"), &[c.in_channels, c.out_channels, k, k], &c.weight)?;
+    let mut inputs = vec![x.to_string(), w];
+    if let Some(b) = &c.bias {
+        inputs.push(g.weight(&format!("{name}.bias"), &[c.out_channels], b)?);
+    }
+    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let (s, p) = (c.stride as i64, c.padding as i64);
+    Ok(g.op(
+        "ConvTranspose",
+        &refs,
+        vec![
+            attr_ints("kernel_shape", &[k as i64, k as i64]),
+            attr_ints("strides", &[s, s]),
+            attr_ints("pads", &[p, p, p, p]),
+        ],
+    ))
+}
+
+/// Batch normalisation in evaluation mode: the running statistics, as PyTorch's
+/// `BatchNorm1d`/`BatchNorm2d` use them after `eval()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchNorm {
+    pub channels: usize,
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub running_mean: Vec<f32>,
+    pub running_var: Vec<f32>,
+    pub eps: f32,
+}
+
+/// `BatchNormalization` over axis 1 of `[batch, channels, …]`.
+pub fn batch_norm(g: &mut GraphBuilder, name: &str, b: &BatchNorm, x: &str) -> Result<String, ExportError> {
+    let c = b.channels;
+    let scale = g.weight(&format!("{name}.weight"), &[c], &b.gamma)?;
+    let bias = g.weight(&format!("{name}.bias"), &[c], &b.beta)?;
+    let mean = g.weight(&format!("{name}.running_mean"), &[c], &b.running_mean)?;
+    let var = g.weight(&format!("{name}.running_var"), &[c], &b.running_var)?;
+    Ok(g.op("BatchNormalization", &[x, &scale, &bias, &mean, &var], vec![attr_float("epsilon", b.eps)]))
 }
 
 fn check(what: &str, expected: usize, found: usize) -> Result<(), ExportError> {

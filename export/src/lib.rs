@@ -6,9 +6,12 @@
 //!
 //! - [`graph`]: a small builder over tract's ONNX protobuf types (initializers, nodes,
 //!   symbolic shapes, metadata) and the atomic file writer.
-//! - [`layers`]: one emitter per layer kind (embedding, LSTM, linear), each a small function.
+//! - [`layers`]: one emitter per layer kind (embedding, LSTM, linear, activations, reshape,
+//!   transposed convolution, batch normalisation), each a small function.
 //! - [`next_word`]: assembles a next-word model that meets [`kiln_infer::contract`].
+//! - [`generator`]: assembles a GAN generator (dense or transposed-convolution stacks).
 
+pub mod generator;
 pub mod graph;
 pub mod layers;
 pub mod next_word;
@@ -32,5 +35,6 @@ pub enum ExportError {
     Write { path: String, source: std::io::Error },
 }
 
+pub use generator::{generator_model, GenLayer};
 pub use graph::write_model;
 pub use next_word::{next_word_model, NextWordWeights};

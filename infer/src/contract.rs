@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
 pub const FORMAT_VERSION: u32 = 1;
 /// `kiln.kind` of a next-word language model.
 pub const KIND_NEXT_WORD: &str = "next-word";
+/// `kiln.kind` of a generator (GAN) model.
+pub const KIND_GENERATOR: &str = "generator";
 
 /// Metadata keys, as written into ONNX `metadata_props`.
 pub mod key {
@@ -35,6 +37,10 @@ pub mod key {
     pub const LAYERS: &str = "kiln.layers";
     pub const HIDDEN: &str = "kiln.hidden";
     pub const TRAIN_CONFIG: &str = "kiln.train_config";
+    pub const LATENT: &str = "kiln.latent";
+    pub const OUTPUT_SHAPE: &str = "kiln.output_shape";
+    pub const VALUE_RANGE: &str = "kiln.value_range";
+    pub const DATASET: &str = "kiln.dataset";
 }
 
 /// Graph input and output names of a next-word model.
@@ -45,6 +51,9 @@ pub mod io {
     pub const LOGITS: &str = "logits";
     pub const HN: &str = "hn";
     pub const CN: &str = "cn";
+    /// Generator input `[batch, latent]` and output `[batch, …sample shape]`.
+    pub const Z: &str = "z";
+    pub const SAMPLES: &str = "samples";
     /// Names of the symbolic dimensions.
     pub const BATCH: &str = "batch";
     pub const SEQ: &str = "seq";
@@ -144,6 +153,60 @@ impl NextWordMeta {
     }
 }
 
+/// Everything a generator model file says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratorMeta {
+    /// Length of the noise vector `z`.
+    pub latent: usize,
+    /// Shape of one sample: `[2]` for points, `[C, H, W]` for images.
+    pub output_shape: Vec<usize>,
+    /// The range the samples are meant to lie in (e.g. `[-1, 1]` after a Tanh).
+    pub value_range: [f32; 2],
+    /// The data set the generator learnt (`ring8`, `fashion-mnist`, …).
+    pub dataset: String,
+    pub train_config: serde_json::Value,
+}
+
+impl GeneratorMeta {
+    pub fn to_props(&self) -> Vec<(String, String)> {
+        vec![
+            (key::FORMAT_VERSION.into(), FORMAT_VERSION.to_string()),
+            (key::KIND.into(), KIND_GENERATOR.into()),
+            (key::LATENT.into(), self.latent.to_string()),
+            (key::OUTPUT_SHAPE.into(), json(&self.output_shape)),
+            (key::VALUE_RANGE.into(), json(&self.value_range)),
+            (key::DATASET.into(), self.dataset.clone()),
+            (key::TRAIN_CONFIG.into(), json(&self.train_config)),
+        ]
+    }
+
+    pub fn from_props(props: &BTreeMap<String, String>) -> Result<Self, ContractError> {
+        let get = |k: &'static str| props.get(k).ok_or(ContractError::Missing(k));
+        let version: u32 = parse(key::FORMAT_VERSION, get(key::FORMAT_VERSION)?)?;
+        if version > FORMAT_VERSION {
+            return Err(ContractError::TooNew { found: version });
+        }
+        let kind = get(key::KIND)?;
+        if kind != KIND_GENERATOR {
+            return Err(ContractError::WrongKind(kind.clone()));
+        }
+        let meta = GeneratorMeta {
+            latent: parse(key::LATENT, get(key::LATENT)?)?,
+            output_shape: parse_json(key::OUTPUT_SHAPE, get(key::OUTPUT_SHAPE)?)?,
+            value_range: parse_json(key::VALUE_RANGE, get(key::VALUE_RANGE)?)?,
+            dataset: get(key::DATASET)?.clone(),
+            train_config: match props.get(key::TRAIN_CONFIG) {
+                Some(v) => parse_json(key::TRAIN_CONFIG, v)?,
+                None => serde_json::Value::Null,
+            },
+        };
+        if meta.latent == 0 || meta.output_shape.is_empty() || meta.output_shape.contains(&0) {
+            return Err(malformed(key::OUTPUT_SHAPE, "latent size and sample shape must be positive"));
+        }
+        Ok(meta)
+    }
+}
+
 fn malformed(key: &'static str, reason: impl Into<String>) -> ContractError {
     ContractError::Malformed { key, reason: reason.into() }
 }
@@ -183,6 +246,22 @@ mod tests {
     fn props_round_trip() {
         let props: BTreeMap<_, _> = meta().to_props().into_iter().collect();
         assert_eq!(NextWordMeta::from_props(&props).unwrap(), meta());
+    }
+
+    #[test]
+    fn generator_props_round_trip_and_are_not_next_word() {
+        let g = GeneratorMeta {
+            latent: 16,
+            output_shape: vec![1, 28, 28],
+            value_range: [-1.0, 1.0],
+            dataset: "fashion-mnist".into(),
+            train_config: serde_json::json!({"epochs": 2}),
+        };
+        let props: BTreeMap<_, _> = g.to_props().into_iter().collect();
+        assert_eq!(GeneratorMeta::from_props(&props).unwrap(), g);
+        assert!(
+            matches!(NextWordMeta::from_props(&props), Err(ContractError::WrongKind(k)) if k == "generator")
+        );
     }
 
     #[test]

@@ -12,10 +12,13 @@
 //!
 //! - [`contract`]: the metadata keys and graph names shared with the trainer.
 //! - [`text`]: the tokenizer and vocabulary.
-//! - [`next_word`]: prediction and generation.
+//! - [`next_word`]: next-word prediction and text generation.
+//! - [`generator`]: sampling from exported GAN generators.
 
 pub mod contract;
+pub mod error;
 pub mod fsx;
+pub mod generator;
 pub mod next_word;
 pub mod text;
 

@@ -19,45 +19,9 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::contract::{self, NextWordMeta, TokenizerSpec};
-use crate::text::{self, UnknownWord, Vocab};
-
-/// What can go wrong loading or querying a next-word model.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("cannot read {path}: {reason}")]
-    Read { path: String, reason: String },
-    #[error("{path} is not a model tract can load: {reason}")]
-    BadModel { path: String, reason: String },
-    #[error("{path}: {source}")]
-    Contract { path: String, source: contract::ContractError },
-    #[error(
-        "{0} has no kiln metadata, so its vocabulary is unknown: pass --vocab FILE \
-         (a JSON array of the words in index order)"
-    )]
-    NeedVocab(String),
-    #[error("{0} carries its own vocabulary; drop --vocab")]
-    VocabNotNeeded(String),
-    #[error("the vocabulary has {vocab} words but the model has {model} outputs")]
-    VocabMismatch { vocab: usize, model: usize },
-    #[error("{path} is not a next-word model: {reason}")]
-    Unsupported { path: String, reason: String },
-    #[error(transparent)]
-    UnknownWord(#[from] UnknownWord),
-    #[error("the prompt is empty: give at least one word")]
-    EmptyPrompt,
-    #[error("this model reads exactly {need} words of context, the prompt has {got}")]
-    PromptTooShort { need: usize, got: usize },
-    #[error("invalid option: {0}")]
-    Option(String),
-    #[error("inference failed: {0}")]
-    Run(String),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-fn run_err(e: impl std::fmt::Display) -> Error {
-    Error::Run(format!("{e:#}"))
-}
+use crate::error::run_err;
+pub use crate::error::{Error, Result};
+use crate::text::{self, Vocab};
 
 /// How the graph takes its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
