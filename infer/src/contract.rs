@@ -89,8 +89,8 @@ pub enum ContractError {
          upgrade kiln"
     )]
     TooNew { found: u32 },
-    #[error("the model is a `{0}` model, not a next-word model")]
-    WrongKind(String),
+    #[error("it is a {found} model, and this needs a {expected} model")]
+    WrongKind { found: String, expected: &'static str },
 }
 
 /// Everything a next-word model file says about itself.
@@ -130,7 +130,7 @@ impl NextWordMeta {
         }
         let kind = get(key::KIND)?;
         if kind != KIND_NEXT_WORD {
-            return Err(ContractError::WrongKind(kind.clone()));
+            return Err(ContractError::WrongKind { found: kind.clone(), expected: KIND_NEXT_WORD });
         }
         let meta = NextWordMeta {
             vocab: parse_json(key::VOCAB, get(key::VOCAB)?)?,
@@ -188,7 +188,7 @@ impl GeneratorMeta {
         }
         let kind = get(key::KIND)?;
         if kind != KIND_GENERATOR {
-            return Err(ContractError::WrongKind(kind.clone()));
+            return Err(ContractError::WrongKind { found: kind.clone(), expected: KIND_GENERATOR });
         }
         let meta = GeneratorMeta {
             latent: parse(key::LATENT, get(key::LATENT)?)?,
@@ -260,7 +260,7 @@ mod tests {
         let props: BTreeMap<_, _> = g.to_props().into_iter().collect();
         assert_eq!(GeneratorMeta::from_props(&props).unwrap(), g);
         assert!(
-            matches!(NextWordMeta::from_props(&props), Err(ContractError::WrongKind(k)) if k == "generator")
+            matches!(NextWordMeta::from_props(&props), Err(ContractError::WrongKind { found, .. }) if found == "generator")
         );
     }
 
@@ -271,7 +271,7 @@ mod tests {
         assert!(matches!(NextWordMeta::from_props(&props), Err(ContractError::TooNew { .. })));
         props.insert(key::FORMAT_VERSION.into(), FORMAT_VERSION.to_string());
         props.insert(key::KIND.into(), "generator".into());
-        assert!(matches!(NextWordMeta::from_props(&props), Err(ContractError::WrongKind(_))));
+        assert!(matches!(NextWordMeta::from_props(&props), Err(ContractError::WrongKind { .. })));
         props.remove(key::VOCAB);
         props.insert(key::KIND.into(), KIND_NEXT_WORD.into());
         assert!(matches!(NextWordMeta::from_props(&props), Err(ContractError::Missing(_))));

@@ -30,6 +30,8 @@ pub enum Error {
     PromptTooShort { need: usize, got: usize },
     #[error("invalid option: {0}")]
     Option(String),
+    #[error("{0}")]
+    Output(String),
     #[error("inference failed: {0}")]
     Run(String),
 }

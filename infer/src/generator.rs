@@ -7,6 +7,8 @@ use tract_onnx::prelude::*;
 
 use crate::contract::GeneratorMeta;
 use crate::error::{run_err, Error, Result};
+use crate::noise;
+use crate::samples::Samples;
 
 /// A loaded generator, optimised once for any batch size.
 #[derive(Debug, Clone)]
@@ -48,5 +50,68 @@ impl GeneratorModel {
         let z = tract_ndarray::Array2::from_shape_vec((batch, latent), z.to_vec()).map_err(run_err)?;
         let out = self.plan.run(tvec!(z.into_tensor().into())).map_err(run_err)?;
         Ok(out[0].to_plain_array_view::<f32>().map_err(run_err)?.iter().copied().collect())
+    }
+
+    /// `n` samples from the noise of `seed` ([`crate::noise::normal`]: the same on every platform).
+    pub fn sample(&self, n: usize, seed: u64) -> Result<Samples> {
+        if n == 0 {
+            return Err(Error::Option("-n must be at least 1".into()));
+        }
+        self.run_batches(&noise::normal(seed, n * self.meta.latent), n)
+    }
+
+    /// Samples along the great circle from the noise of seed `from` to that of seed `to`
+    /// (spherical interpolation, "slerp": White 2016, *Sampling Generative Networks* — it keeps
+    /// the interpolated noise at the norm Gaussian noise has, where a straight line would pass
+    /// through atypically short vectors). `steps` samples, both ends included.
+    pub fn interpolate(&self, from: u64, to: u64, steps: usize) -> Result<Samples> {
+        if steps < 2 {
+            return Err(Error::Option("--steps must be at least 2".into()));
+        }
+        let latent = self.meta.latent;
+        let (a, b) = (noise::normal(from, latent), noise::normal(to, latent));
+        let z: Vec<f32> = (0..steps).flat_map(|i| slerp(&a, &b, i as f64 / (steps - 1) as f64)).collect();
+        self.run_batches(&z, steps)
+    }
+
+    fn run_batches(&self, z: &[f32], n: usize) -> Result<Samples> {
+        const BATCH: usize = 256;
+        let latent = self.meta.latent;
+        let mut data = Vec::with_capacity(n * self.sample_len());
+        for chunk in z.chunks(BATCH * latent) {
+            data.extend(self.generate(chunk, chunk.len() / latent)?);
+        }
+        Ok(Samples { shape: self.meta.output_shape.clone(), n, data })
+    }
+}
+
+/// Spherical interpolation between `a` and `b` at `t` in [0, 1]; linear when they are
+/// (anti)parallel and the great circle is undefined.
+pub fn slerp(a: &[f32], b: &[f32], t: f64) -> Vec<f32> {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let cos = (dot / (na * nb)).clamp(-1.0, 1.0);
+    let omega = cos.acos();
+    let (wa, wb) = if omega.sin().abs() < 1e-6 {
+        (1.0 - t, t)
+    } else {
+        (((1.0 - t) * omega).sin() / omega.sin(), (t * omega).sin() / omega.sin())
+    };
+    a.iter().zip(b).map(|(x, y)| (wa * *x as f64 + wb * *y as f64) as f32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slerp_ends_at_its_endpoints_and_keeps_the_norm_between_orthogonal_unit_vectors() {
+        let (a, b) = ([1.0f32, 0.0], [0.0f32, 1.0]);
+        assert_eq!(slerp(&a, &b, 0.0), [1.0, 0.0]);
+        let end = slerp(&a, &b, 1.0);
+        assert!(end[0].abs() < 1e-6 && (end[1] - 1.0).abs() < 1e-6);
+        let mid = slerp(&a, &b, 0.5);
+        assert!(((mid[0].powi(2) + mid[1].powi(2)).sqrt() - 1.0).abs() < 1e-6, "{mid:?}");
     }
 }

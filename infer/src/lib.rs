@@ -13,14 +13,31 @@
 //! - [`contract`]: the metadata keys and graph names shared with the trainer.
 //! - [`text`]: the tokenizer and vocabulary.
 //! - [`next_word`]: next-word prediction and text generation.
-//! - [`generator`]: sampling from exported GAN generators.
+//! - [`generator`]: sampling from exported GAN generators; [`noise`]: portable seeded noise;
+//!   [`samples`]: PNG grids, CSV and `.npy` files.
 
 pub mod contract;
 pub mod error;
 pub mod fsx;
 pub mod generator;
 pub mod next_word;
+pub mod noise;
+pub mod samples;
 pub mod text;
 
 /// tract's ONNX protobuf types, re-exported for the exporter.
 pub use tract_onnx::pb;
+
+/// The `kiln.kind` a model file declares (`next-word`, `generator`), or `None` for a file
+/// without kiln metadata.
+pub fn peek_kind(path: impl AsRef<std::path::Path>) -> error::Result<Option<String>> {
+    use tract_onnx::prelude::Framework;
+    let path = path.as_ref();
+    let shown = path.display().to_string();
+    let bytes =
+        std::fs::read(path).map_err(|e| error::Error::Read { path: shown.clone(), reason: e.to_string() })?;
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .map_err(|e| error::Error::BadModel { path: shown, reason: format!("{e:#}") })?;
+    Ok(next_word::metadata(&model).remove(contract::key::KIND))
+}

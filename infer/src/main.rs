@@ -6,9 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use kiln_infer::generator::GeneratorModel;
 use kiln_infer::next_word::{GenerateOptions, LoadOptions, NextWordModel};
+use kiln_infer::samples::Samples;
 
-/// Run kiln models: next-word prediction and text generation from an exported `.onnx` file.
+/// Run kiln models: next-word prediction, text generation and generator sampling from an
+/// exported `.onnx` file.
 #[derive(Parser, Debug)]
 #[command(name = "kiln", version, about)]
 struct Cli {
@@ -67,6 +70,44 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Draw samples from a generator; the same --seed gives the same noise on every platform.
+    Sample {
+        #[command(flatten)]
+        args: SampleArgs,
+        /// How many samples.
+        #[arg(short = 'n', default_value_t = 64)]
+        n: usize,
+        /// Seed of the noise.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Samples along a path between two noise vectors (spherical interpolation, "slerp").
+    Interpolate {
+        #[command(flatten)]
+        args: SampleArgs,
+        /// Seed of the noise at the start.
+        #[arg(long)]
+        from: u64,
+        /// Seed of the noise at the end.
+        #[arg(long)]
+        to: u64,
+        /// Samples along the way, both ends included.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct SampleArgs {
+    /// The generator model file (.onnx).
+    model: PathBuf,
+    /// Where to write: .png (a grid, for image samples), .csv or .npy. Without it, vector
+    /// samples print as CSV.
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Images per row of a PNG grid (default: about square).
+    #[arg(long)]
+    columns: Option<usize>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -106,6 +147,33 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match cli.command {
+        Command::Info { model, load: _, json }
+            if kiln_infer::peek_kind(&model)?.as_deref() == Some(kiln_infer::contract::KIND_GENERATOR) =>
+        {
+            let g = GeneratorModel::load(&model)?;
+            let meta = g.meta();
+            if json {
+                let info = serde_json::json!({
+                    "kind": kiln_infer::contract::KIND_GENERATOR,
+                    "latent": meta.latent,
+                    "output_shape": meta.output_shape,
+                    "value_range": meta.value_range,
+                    "dataset": meta.dataset,
+                    "train_config": meta.train_config,
+                });
+                writeln!(out, "{}", serde_json::to_string_pretty(&info)?)?;
+            } else {
+                writeln!(out, "model:        {}", model.display())?;
+                writeln!(out, "kind:         {}", kiln_infer::contract::KIND_GENERATOR)?;
+                writeln!(out, "noise:        {} values (standard normal)", meta.latent)?;
+                writeln!(out, "sample shape: {:?}", meta.output_shape)?;
+                writeln!(out, "value range:  [{}, {}]", meta.value_range[0], meta.value_range[1])?;
+                writeln!(out, "data set:     {}", meta.dataset)?;
+                if !meta.train_config.is_null() {
+                    writeln!(out, "training:     {}", meta.train_config)?;
+                }
+            }
+        }
         Command::Info { model, load, json } => {
             let m = NextWordModel::load(&model, &load.options())?;
             let meta = m.meta();
@@ -180,9 +248,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 writeln!(out)?;
             }
         }
+        Command::Sample { args, n, seed } => {
+            let g = GeneratorModel::load(&args.model)?;
+            let samples = g.sample(n, seed)?;
+            write_samples(&mut out, &args, &samples, g.meta().value_range)?;
+        }
+        Command::Interpolate { args, from, to, steps } => {
+            let g = GeneratorModel::load(&args.model)?;
+            let samples = g.interpolate(from, to, steps)?;
+            let args = SampleArgs { columns: args.columns.or(Some(steps)), ..args };
+            write_samples(&mut out, &args, &samples, g.meta().value_range)?;
+        }
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn write_samples(
+    out: &mut impl Write,
+    args: &SampleArgs,
+    samples: &Samples,
+    range: [f32; 2],
+) -> anyhow::Result<()> {
+    match &args.out {
+        Some(path) => samples.write(path, range, args.columns)?,
+        None if samples.is_image() => {
+            anyhow::bail!("these samples are images: write them with -o FILE.png (or .npy)")
+        }
+        None => write!(out, "{}", samples.to_csv())?,
+    }
+    Ok(())
 }
 
 fn context_notes(c: &kiln_infer::next_word::Context) -> Vec<String> {

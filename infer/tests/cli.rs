@@ -161,3 +161,121 @@ fn a_closed_pipe_ends_quietly() {
     assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+// ---- generators (fixtures written by the exporter: export/tests/fixtures.rs) ----
+
+fn stdout_of(args: &[&str]) -> String {
+    let out = kiln().args(args).assert().success();
+    String::from_utf8(out.get_output().stdout.clone()).unwrap()
+}
+
+#[test]
+fn sample_writes_csv_npy_and_png_reproducibly() {
+    let points = fixture("tiny-points-generator.onnx");
+    let points = points.to_str().unwrap();
+    let csv = stdout_of(&["sample", points, "-n", "5", "--seed", "3"]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "x,y");
+    assert_eq!(lines.len(), 6);
+    assert_eq!(csv, stdout_of(&["sample", points, "-n", "5", "--seed", "3"]));
+    assert_ne!(csv, stdout_of(&["sample", points, "-n", "5", "--seed", "4"]));
+
+    let dir = tempfile::tempdir().unwrap();
+    let npy = dir.path().join("s.npy");
+    kiln().args(["sample", points, "-n", "5", "--seed", "3", "-o", npy.to_str().unwrap()]).assert().success();
+    let bytes = std::fs::read(&npy).unwrap();
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    assert_eq!(bytes.len(), 10 + header_len + 5 * 2 * 4);
+    // The .npy holds the same numbers as the CSV.
+    let first_x = f32::from_le_bytes(bytes[10 + header_len..14 + header_len].try_into().unwrap());
+    assert_eq!(first_x.to_string(), lines[1].split(',').next().unwrap());
+
+    let images = fixture("tiny-image-generator.onnx");
+    let png = dir.path().join("grid.png");
+    kiln()
+        .args(["sample", images.to_str().unwrap(), "-n", "4", "-o", png.to_str().unwrap()])
+        .assert()
+        .success();
+    let (w, h) = image_size(&png);
+    assert_eq!((w, h), (2 * (8 + 2) + 2, 2 * (8 + 2) + 2), "a 2×2 grid of 8×8 images with 2-pixel gutters");
+}
+
+fn image_size(path: &std::path::Path) -> (u32, u32) {
+    // PNG: the IHDR chunk's width and height follow the 16-byte signature and chunk header.
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n");
+    (u32::from_be_bytes(b[16..20].try_into().unwrap()), u32::from_be_bytes(b[20..24].try_into().unwrap()))
+}
+
+#[test]
+fn interpolate_runs_from_one_seeds_noise_to_the_others() {
+    let points = fixture("tiny-points-generator.onnx");
+    let points = points.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let strip = dir.path().join("strip.csv");
+    kiln()
+        .args([
+            "interpolate",
+            points,
+            "--from",
+            "1",
+            "--to",
+            "2",
+            "--steps",
+            "5",
+            "-o",
+            strip.to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+    let rows: Vec<String> = std::fs::read_to_string(&strip).unwrap().lines().map(String::from).collect();
+    assert_eq!(rows.len(), 6);
+    let first = stdout_of(&["sample", points, "-n", "1", "--seed", "1"]);
+    let last = stdout_of(&["sample", points, "-n", "1", "--seed", "2"]);
+    assert_eq!(rows[1], first.lines().nth(1).unwrap());
+    assert_eq!(rows[5], last.lines().nth(1).unwrap());
+    let images = fixture("tiny-image-generator.onnx");
+    let png = dir.path().join("strip.png");
+    kiln()
+        .args([
+            "interpolate",
+            images.to_str().unwrap(),
+            "--from",
+            "1",
+            "--to",
+            "2",
+            "-o",
+            png.to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+    assert_eq!(image_size(&png), (10 * (8 + 2) + 2, 8 + 2 + 2), "one row of 10 steps");
+}
+
+#[test]
+fn generator_errors_are_one_clear_line() {
+    let points = fixture("tiny-points-generator.onnx");
+    let points = points.to_str().unwrap();
+    let images = fixture("tiny-image-generator.onnx");
+    let images = images.to_str().unwrap();
+    let seed = seed_model();
+    let seed = seed.to_str().unwrap();
+    fails(&["sample", points, "-n", "0"], "-n must be at least 1");
+    fails(&["sample", images], "these samples are images: write them with -o FILE.png");
+    fails(&["sample", points, "-o", "no/such/dir/s.csv"], "cannot write no/such/dir/s.csv");
+    fails(&["sample", points, "-o", "s.txt"], "must end in .png, .csv or .npy");
+    fails(&["sample", points, "-o", "s.png"], "are not images: write .csv or .npy");
+    fails(
+        &["interpolate", points, "--from", "1", "--to", "2", "--steps", "1", "-o", "s.csv"],
+        "--steps must be at least 2",
+    );
+    fails(&["sample", seed], "it is a next-word model, and this needs a generator model");
+    fails(&["predict", points, "i"], "it is a generator model, and this needs a next-word model");
+    fails(&["generate", images, "i"], "it is a generator model");
+    assert!(!std::path::Path::new("s.png").exists() && !std::path::Path::new("s.txt").exists());
+    kiln()
+        .args(["info", images, "--json"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"output_shape\": [\n    1,\n    8,\n    8\n  ]"));
+}
