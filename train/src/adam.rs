@@ -19,6 +19,11 @@ pub struct Adam {
 impl Adam {
     /// Adam over every trainable variable of `vs`, with β = (0.9, 0.999) and ε = 1e-8.
     pub fn new(vs: &nn::VarStore, lr: f64) -> Self {
+        Self::with_betas(vs, lr, 0.9, 0.999)
+    }
+
+    /// Adam with other β (GANs use β1 = 0.5, after Radford et al. 2015).
+    pub fn with_betas(vs: &nn::VarStore, lr: f64, beta1: f64, beta2: f64) -> Self {
         let mut vars: Vec<(String, Tensor)> =
             vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -29,7 +34,7 @@ impl Adam {
                 (n, p, m, v)
             })
             .collect();
-        Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 0, params }
+        Adam { lr, beta1, beta2, eps: 1e-8, step: 0, params }
     }
 
     /// Back-propagates `loss`, clips the gradients' global norm to `clip` if given, and takes one

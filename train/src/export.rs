@@ -14,16 +14,16 @@ use tch::{nn, Tensor};
 use crate::lm::{InputKind, LmConfig};
 
 /// Takes parameters out of a `VarStore` by name, remembering which were taken.
-struct Params {
+pub(crate) struct Params {
     vars: BTreeMap<String, Tensor>,
 }
 
 impl Params {
-    fn new(vs: &nn::VarStore) -> Self {
+    pub(crate) fn new(vs: &nn::VarStore) -> Self {
         Params { vars: vs.variables().into_iter().collect() }
     }
 
-    fn take(&mut self, name: &str) -> Result<Vec<f32>, ExportError> {
+    pub(crate) fn take(&mut self, name: &str) -> Result<Vec<f32>, ExportError> {
         let t = self
             .vars
             .remove(name)
@@ -32,7 +32,7 @@ impl Params {
         Vec::<f32>::try_from(&t.view(-1)).map_err(|e| ExportError::Invalid(format!("{name}: {e}")))
     }
 
-    fn finish(self) -> Result<(), ExportError> {
+    pub(crate) fn finish(self) -> Result<(), ExportError> {
         match self.vars.into_keys().next() {
             Some(unused) => Err(ExportError::UnusedParameter(unused)),
             None => Ok(()),

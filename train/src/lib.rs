@@ -11,7 +11,10 @@ pub mod adam;
 pub mod checkpoint;
 pub mod corpus;
 pub mod export;
+pub mod gan;
 pub mod lm;
+pub mod toy2d;
+pub mod train_gan;
 pub mod train_lm;
 
 /// Picks the device: `cpu`, `cuda` (an error when no GPU is usable) or `auto`.

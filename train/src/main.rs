@@ -22,6 +22,84 @@ struct Cli {
 enum Command {
     /// Train a word-level next-word LSTM and export it to ONNX.
     Lm(LmArgs),
+    /// Train a GAN on a built-in 2-D mixture (ring8, grid25) and export its generator.
+    Gan(GanArgs),
+    /// Measure an exported generator's samples against the data's modes (PacGAN's metrics).
+    Eval(EvalArgs),
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum LossArg {
+    /// G minimises log(1 − D(G(z))), the seed's objective as written.
+    Minimax,
+    /// G maximises log D(G(z)) (Goodfellow et al. advise it).
+    NonSaturating,
+}
+
+#[derive(clap::Args, Debug)]
+struct GanArgs {
+    /// Network family (only the fully connected `mlp` so far).
+    #[arg(long, default_value = "mlp", value_parser = ["mlp"])]
+    arch: String,
+    /// Training data: ring8 or grid25.
+    #[arg(long, value_parser = ["ring8", "grid25"])]
+    data: String,
+    /// G's objective.
+    #[arg(long, value_enum, default_value = "non-saturating")]
+    loss: LossArg,
+    /// Write the generator here (ONNX).
+    #[arg(long, value_name = "FILE.onnx")]
+    out: Option<PathBuf>,
+    #[arg(long, default_value_t = 2)]
+    latent: i64,
+    #[arg(long, default_value_t = 128)]
+    hidden: i64,
+    #[arg(long, default_value_t = 3)]
+    g_layers: i64,
+    #[arg(long, default_value_t = 3)]
+    d_layers: i64,
+    /// Batch normalisation in G.
+    #[arg(long)]
+    batch_norm: bool,
+    /// PacGAN packing degree (D judges this many samples together; 1 = plain GAN).
+    #[arg(long, default_value_t = 1)]
+    pack: i64,
+    /// Adam learning rate (both networks).
+    #[arg(long, default_value_t = 3e-4)]
+    lr: f64,
+    /// Adam β1.
+    #[arg(long, default_value_t = 0.5)]
+    beta1: f64,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, default_value = "cosine")]
+    schedule: ScheduleArg,
+    /// Packs per step.
+    #[arg(long, default_value_t = 256)]
+    batch: i64,
+    #[arg(long, default_value_t = 500)]
+    steps_per_epoch: usize,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value = "auto", value_parser = ["cpu", "cuda", "auto"])]
+    device: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct EvalArgs {
+    /// The exported generator.
+    model: PathBuf,
+    /// The data it should reproduce.
+    #[arg(long, value_parser = ["ring8", "grid25"])]
+    data: String,
+    #[arg(long, default_value_t = 2500)]
+    samples: usize,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +218,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Lm(args) => lm(args),
+        Command::Gan(args) => gan(args),
+        Command::Eval(args) => eval(args),
     }
 }
 
@@ -243,6 +323,83 @@ fn validate(m: &LmConfig, t: &TrainConfig) -> anyhow::Result<()> {
     }
     if t.vocab.max_vocab == Some(0) {
         bail!("--max-vocab must be at least 1");
+    }
+    Ok(())
+}
+
+fn gan(a: GanArgs) -> anyhow::Result<()> {
+    use kiln_train::gan::MlpGanConfig;
+    use kiln_train::train_gan::{GanLoss, GanRun, GanTrainConfig};
+    if let Some(p) = &a.out {
+        check_out_dir(p, "--out")?;
+    }
+    if a.latent < 1 || a.hidden < 1 || a.g_layers < 1 || a.d_layers < 1 || a.pack < 1 || a.batch < 1 {
+        bail!("--latent, --hidden, --g-layers, --d-layers, --pack and --batch must be at least 1");
+    }
+    if a.epochs == 0 || a.steps_per_epoch == 0 || !(a.lr > 0.0) {
+        bail!("--epochs and --steps-per-epoch must be at least 1 and --lr positive");
+    }
+    let run = GanRun {
+        model: MlpGanConfig {
+            latent: a.latent,
+            hidden: a.hidden,
+            g_layers: a.g_layers,
+            d_layers: a.d_layers,
+            dim: 2,
+            batch_norm: a.batch_norm,
+            pack: a.pack,
+        },
+        train: GanTrainConfig {
+            data: a.data,
+            loss: match a.loss {
+                LossArg::Minimax => GanLoss::Minimax,
+                LossArg::NonSaturating => GanLoss::NonSaturating,
+            },
+            lr: a.lr,
+            beta1: a.beta1,
+            batch: a.batch,
+            steps_per_epoch: a.steps_per_epoch,
+            epochs: a.epochs,
+            schedule: match a.schedule {
+                ScheduleArg::Constant => Schedule::Constant,
+                ScheduleArg::Cosine => Schedule::Cosine,
+            },
+            seed: a.seed,
+        },
+        device: kiln_train::device(&a.device)?,
+        out: a.out,
+        verbose: true,
+    };
+    kiln_train::train_gan::train_gan(&run)?;
+    Ok(())
+}
+
+fn eval(a: EvalArgs) -> anyhow::Result<()> {
+    let data = kiln_train::toy2d::Mixture::by_name(&a.data).expect("clap checked the name");
+    let g = kiln_infer::generator::GeneratorModel::load(&a.model)?;
+    if g.meta().output_shape != [2] {
+        bail!(
+            "{} makes samples of shape {:?}; --data {} needs 2-D points",
+            a.model.display(),
+            g.meta().output_shape,
+            a.data
+        );
+    }
+    let samples = g.sample(a.samples, a.seed)?;
+    let m = data.evaluate(&samples.data);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&m)?);
+    } else {
+        println!(
+            "{}: {}/{} modes covered, {:.1}% high quality, reverse KL {:.4} ({} samples, seed {})",
+            m.data,
+            m.modes_covered,
+            m.modes,
+            100.0 * m.high_quality,
+            m.reverse_kl,
+            m.samples,
+            a.seed
+        );
     }
     Ok(())
 }

@@ -1,0 +1,98 @@
+//! The seed lecture's GAN, fully connected: generator G(z), discriminator D(x), top to bottom.
+//!
+//! Parameter paths (`g.l0.weight`, `g.bn0.running_mean`, `g.out.weight`, `d.l0.weight`, …) are
+//! part of the export contract: [`crate::export::generator_stack`] reads them.
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, nn::Module, nn::ModuleT, Tensor};
+
+/// The shape of an MLP GAN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MlpGanConfig {
+    /// Noise size.
+    pub latent: i64,
+    /// Width of every hidden layer (G and D).
+    pub hidden: i64,
+    /// Hidden layers of G and of D.
+    pub g_layers: i64,
+    pub d_layers: i64,
+    /// Size of one sample.
+    pub dim: i64,
+    /// Batch normalisation after each hidden layer of G.
+    pub batch_norm: bool,
+    /// PacGAN packing: D judges `pack` samples at once (1 = a plain GAN).
+    pub pack: i64,
+}
+
+/// G: `[batch, latent]` → `[batch, dim]`; Linear (+ BatchNorm) + ReLU per hidden layer.
+#[derive(Debug)]
+pub struct Generator {
+    hidden: Vec<(nn::Linear, Option<nn::BatchNorm>)>,
+    out: nn::Linear,
+}
+
+impl Generator {
+    pub fn new(vs: &nn::Path, c: &MlpGanConfig) -> Self {
+        let mut width = c.latent;
+        let hidden = (0..c.g_layers)
+            .map(|i| {
+                let l = nn::linear(vs / format!("l{i}"), width, c.hidden, Default::default());
+                let bn = c
+                    .batch_norm
+                    .then(|| nn::batch_norm1d(vs / format!("bn{i}"), c.hidden, Default::default()));
+                width = c.hidden;
+                (l, bn)
+            })
+            .collect();
+        Generator { hidden, out: nn::linear(vs / "out", width, c.dim, Default::default()) }
+    }
+
+    pub fn forward_t(&self, z: &Tensor, train: bool) -> Tensor {
+        let mut x = z.shallow_clone();
+        for (l, bn) in &self.hidden {
+            x = l.forward(&x);
+            if let Some(bn) = bn {
+                x = bn.forward_t(&x, train);
+            }
+            x = x.relu();
+        }
+        self.out.forward(&x)
+    }
+}
+
+/// D: `pack` samples `[batch·pack, dim]` → one logit per pack `[batch]`; LeakyReLU(0.2).
+#[derive(Debug)]
+pub struct Discriminator {
+    hidden: Vec<nn::Linear>,
+    out: nn::Linear,
+    pack: i64,
+    dim: i64,
+}
+
+impl Discriminator {
+    pub fn new(vs: &nn::Path, c: &MlpGanConfig) -> Self {
+        let mut width = c.dim * c.pack;
+        let hidden = (0..c.d_layers)
+            .map(|i| {
+                let l = nn::linear(vs / format!("l{i}"), width, c.hidden, Default::default());
+                width = c.hidden;
+                l
+            })
+            .collect();
+        Discriminator {
+            hidden,
+            out: nn::linear(vs / "out", width, 1, Default::default()),
+            pack: c.pack,
+            dim: c.dim,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let mut h = x.view([-1, self.pack * self.dim]); // [batch, pack·dim]
+        for l in &self.hidden {
+            let a = l.forward(&h);
+            h = a.maximum(&(&a * 0.2)); // LeakyReLU(0.2)
+        }
+        self.out.forward(&h).view([-1]) // [batch]
+    }
+}
