@@ -50,12 +50,16 @@ struct GanArgs {
     /// Write the generator here (ONNX).
     #[arg(long, value_name = "FILE.onnx")]
     out: Option<PathBuf>,
+    /// Noise size.
     #[arg(long, default_value_t = 2)]
     latent: i64,
+    /// Width of the hidden layers of G and D.
     #[arg(long, default_value_t = 128)]
     hidden: i64,
+    /// Hidden layers of G.
     #[arg(long, default_value_t = 3)]
     g_layers: i64,
+    /// Hidden layers of D.
     #[arg(long, default_value_t = 3)]
     d_layers: i64,
     /// Batch normalisation in G.
@@ -76,12 +80,15 @@ struct GanArgs {
     /// Packs per step.
     #[arg(long, default_value_t = 256)]
     batch: i64,
+    /// Steps (one D update and one G update each) per epoch.
     #[arg(long, default_value_t = 500)]
     steps_per_epoch: usize,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     epochs: usize,
+    /// Random seed: the same seed gives the same generator on CPU.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Where to train.
     #[arg(long, default_value = "auto", value_parser = ["cpu", "cuda", "auto"])]
     device: String,
 }
@@ -93,11 +100,13 @@ struct EvalArgs {
     /// The data it should reproduce.
     #[arg(long, value_parser = ["ring8", "grid25"])]
     data: String,
+    /// How many samples to draw.
     #[arg(long, default_value_t = 2500)]
     samples: usize,
     /// Seed of the noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
 }
