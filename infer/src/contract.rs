@@ -123,25 +123,15 @@ impl NextWordMeta {
     /// Reads the metadata back; `props` maps keys (without tract's `onnx.metadata_props.` prefix)
     /// to values.
     pub fn from_props(props: &BTreeMap<String, String>) -> Result<Self, ContractError> {
+        check_header(props, KIND_NEXT_WORD)?;
         let get = |k: &'static str| props.get(k).ok_or(ContractError::Missing(k));
-        let version: u32 = parse(key::FORMAT_VERSION, get(key::FORMAT_VERSION)?)?;
-        if version > FORMAT_VERSION {
-            return Err(ContractError::TooNew { found: version });
-        }
-        let kind = get(key::KIND)?;
-        if kind != KIND_NEXT_WORD {
-            return Err(ContractError::WrongKind { found: kind.clone(), expected: KIND_NEXT_WORD });
-        }
         let meta = NextWordMeta {
             vocab: parse_json(key::VOCAB, get(key::VOCAB)?)?,
             tokenizer: parse_json(key::TOKENIZER, get(key::TOKENIZER)?)?,
             context: parse(key::CONTEXT, get(key::CONTEXT)?)?,
             layers: parse(key::LAYERS, get(key::LAYERS)?)?,
             hidden: parse(key::HIDDEN, get(key::HIDDEN)?)?,
-            train_config: match props.get(key::TRAIN_CONFIG) {
-                Some(v) => parse_json(key::TRAIN_CONFIG, v)?,
-                None => serde_json::Value::Null,
-            },
+            train_config: train_config(props)?,
         };
         if meta.vocab.is_empty() {
             return Err(malformed(key::VOCAB, "the vocabulary is empty"));
@@ -181,29 +171,41 @@ impl GeneratorMeta {
     }
 
     pub fn from_props(props: &BTreeMap<String, String>) -> Result<Self, ContractError> {
+        check_header(props, KIND_GENERATOR)?;
         let get = |k: &'static str| props.get(k).ok_or(ContractError::Missing(k));
-        let version: u32 = parse(key::FORMAT_VERSION, get(key::FORMAT_VERSION)?)?;
-        if version > FORMAT_VERSION {
-            return Err(ContractError::TooNew { found: version });
-        }
-        let kind = get(key::KIND)?;
-        if kind != KIND_GENERATOR {
-            return Err(ContractError::WrongKind { found: kind.clone(), expected: KIND_GENERATOR });
-        }
         let meta = GeneratorMeta {
             latent: parse(key::LATENT, get(key::LATENT)?)?,
             output_shape: parse_json(key::OUTPUT_SHAPE, get(key::OUTPUT_SHAPE)?)?,
             value_range: parse_json(key::VALUE_RANGE, get(key::VALUE_RANGE)?)?,
             dataset: get(key::DATASET)?.clone(),
-            train_config: match props.get(key::TRAIN_CONFIG) {
-                Some(v) => parse_json(key::TRAIN_CONFIG, v)?,
-                None => serde_json::Value::Null,
-            },
+            train_config: train_config(props)?,
         };
         if meta.latent == 0 || meta.output_shape.is_empty() || meta.output_shape.contains(&0) {
             return Err(malformed(key::OUTPUT_SHAPE, "latent size and sample shape must be positive"));
         }
         Ok(meta)
+    }
+}
+
+/// Checks the format version and that the file is a `expected` model.
+fn check_header(props: &BTreeMap<String, String>, expected: &'static str) -> Result<(), ContractError> {
+    let get = |k: &'static str| props.get(k).ok_or(ContractError::Missing(k));
+    let version: u32 = parse(key::FORMAT_VERSION, get(key::FORMAT_VERSION)?)?;
+    if version > FORMAT_VERSION {
+        return Err(ContractError::TooNew { found: version });
+    }
+    let kind = get(key::KIND)?;
+    if kind != expected {
+        return Err(ContractError::WrongKind { found: kind.clone(), expected });
+    }
+    Ok(())
+}
+
+/// The optional training configuration (kept for provenance).
+fn train_config(props: &BTreeMap<String, String>) -> Result<serde_json::Value, ContractError> {
+    match props.get(key::TRAIN_CONFIG) {
+        Some(v) => parse_json(key::TRAIN_CONFIG, v),
+        None => Ok(serde_json::Value::Null),
     }
 }
 

@@ -41,3 +41,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub(crate) fn run_err(e: impl std::fmt::Display) -> Error {
     Error::Run(format!("{e:#}"))
 }
+
+/// Reads and parses an ONNX file; returns tract's model and the file's `metadata_props`
+/// (without tract's `onnx.metadata_props.` prefix).
+pub(crate) fn read_model(
+    path: &std::path::Path,
+) -> Result<(tract_onnx::prelude::InferenceModel, std::collections::BTreeMap<String, String>)> {
+    use tract_onnx::prelude::Framework;
+    let shown = path.display().to_string();
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::Read { path: shown.clone(), reason: e.to_string() })?;
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .map_err(|e| Error::BadModel { path: shown, reason: format!("{e:#}") })?;
+    let props = crate::next_word::metadata(&model);
+    Ok((model, props))
+}

@@ -21,11 +21,9 @@ impl GeneratorModel {
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let shown = path.display().to_string();
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::Read { path: shown.clone(), reason: e.to_string() })?;
         let bad = |e: anyhow::Error| Error::BadModel { path: shown.clone(), reason: format!("{e:#}") };
-        let model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(bad)?;
-        let meta = GeneratorMeta::from_props(&crate::next_word::metadata(&model))
+        let (model, props) = crate::error::read_model(path)?;
+        let meta = GeneratorMeta::from_props(&props)
             .map_err(|source| Error::Contract { path: shown.clone(), source })?;
         let plan = model.into_optimized().and_then(|m| m.into_runnable()).map_err(bad)?;
         Ok(GeneratorModel { plan, meta })

@@ -31,13 +31,5 @@ pub use tract_onnx::pb;
 /// The `kiln.kind` a model file declares (`next-word`, `generator`), or `None` for a file
 /// without kiln metadata.
 pub fn peek_kind(path: impl AsRef<std::path::Path>) -> error::Result<Option<String>> {
-    use tract_onnx::prelude::Framework;
-    let path = path.as_ref();
-    let shown = path.display().to_string();
-    let bytes =
-        std::fs::read(path).map_err(|e| error::Error::Read { path: shown.clone(), reason: e.to_string() })?;
-    let model = tract_onnx::onnx()
-        .model_for_read(&mut &bytes[..])
-        .map_err(|e| error::Error::BadModel { path: shown, reason: format!("{e:#}") })?;
-    Ok(next_word::metadata(&model).remove(contract::key::KIND))
+    Ok(error::read_model(path.as_ref())?.1.remove(contract::key::KIND))
 }

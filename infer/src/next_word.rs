@@ -115,11 +115,8 @@ impl NextWordModel {
     pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
         let path = path.as_ref();
         let shown = path.display().to_string();
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::Read { path: shown.clone(), reason: e.to_string() })?;
         let bad = |e: anyhow::Error| Error::BadModel { path: shown.clone(), reason: format!("{e:#}") };
-        let model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(bad)?;
-        let props = metadata(&model);
+        let (model, props) = crate::error::read_model(path)?;
 
         let (model, meta, interface) = if props.contains_key(contract::key::KIND) {
             if options.vocab.is_some() {
