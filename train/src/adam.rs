@@ -38,23 +38,30 @@ impl Adam {
     }
 
     /// Back-propagates `loss`, clips the gradients' global norm to `clip` if given, and takes one
-    /// step. Returns the gradients' norm before clipping.
-    pub fn backward_step(&mut self, loss: &Tensor, clip: Option<f64>) -> f64 {
+    /// step.
+    pub fn backward_step(&mut self, loss: &Tensor, clip: Option<f64>) {
         for (_, p, _, _) in &mut self.params {
             p.zero_grad();
         }
         loss.backward();
         let _guard = tch::no_grad_guard();
         let grads: Vec<Tensor> = self.params.iter().map(|(_, p, _, _)| p.grad()).collect();
-        let norm = grads
-            .iter()
-            .filter(|g| g.defined())
-            .map(|g| g.pow_tensor_scalar(2).sum(tch::Kind::Double).double_value(&[]))
-            .sum::<f64>()
-            .sqrt();
+        // The norm costs a reduction (and a device sync) per parameter: only when clipping.
         let scale = match clip {
-            Some(max) if norm > max => max / (norm + 1e-6),
-            _ => 1.0,
+            Some(max) => {
+                let norm = grads
+                    .iter()
+                    .filter(|g| g.defined())
+                    .map(|g| g.pow_tensor_scalar(2).sum(tch::Kind::Double).double_value(&[]))
+                    .sum::<f64>()
+                    .sqrt();
+                if norm > max {
+                    max / (norm + 1e-6)
+                } else {
+                    1.0
+                }
+            }
+            None => 1.0,
         };
         self.step += 1;
         let bc1 = 1.0 - self.beta1.powi(self.step as i32);
@@ -71,7 +78,6 @@ impl Adam {
             let update = &*m / denom * (self.lr / bc1);
             let _ = p.f_sub_(&update);
         }
-        norm
     }
 
     /// The moments, named `adam.m.<param>` and `adam.v.<param>`, for checkpoints.

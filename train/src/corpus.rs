@@ -83,11 +83,14 @@ impl Windows {
 pub fn windows(lines: &[Vec<String>], vocab: &Vocab, context: usize) -> Windows {
     let mut w = Windows { context, ..Default::default() };
     for line in lines {
-        // Known words map to themselves, others to <unk> (the vocabulary was built with one
-        // whenever some word was left out).
-        let ids: Vec<i64> = line.iter().filter_map(|t| vocab.id(t).ok().map(|i| i as i64)).collect();
-        for end in context..ids.len() {
-            w.push(&ids[end - context..end], ids[end]);
+        // Known words map to themselves, others to <unk> where the vocabulary has it. A word
+        // with no id at all (held-out text, vocabulary without <unk>) cuts the line: no window
+        // may join the words on either side of it as if they were neighbours.
+        for run in line.split(|t| vocab.id(t).is_err()) {
+            let ids: Vec<i64> = run.iter().filter_map(|t| vocab.id(t).ok().map(|i| i as i64)).collect();
+            for end in context..ids.len() {
+                w.push(&ids[end - context..end], ids[end]);
+            }
         }
     }
     w
@@ -157,6 +160,16 @@ mod tests {
         let id = |s: &str| v.id(s).unwrap() as i64;
         assert_eq!(w.inputs, [id("a"), id("b"), id("b"), id("c")]);
         assert_eq!(w.targets, [id("c"), id("d")]);
+    }
+
+    #[test]
+    fn a_word_without_an_id_cuts_the_line() {
+        let v = Vocab::new(["a", "b", "c", "d"].map(String::from).to_vec());
+        // "x" has no id and there is no <unk>: "a b" and "c d" must not become "a b → c".
+        let w = windows(&lines("a b x c d"), &v, 2);
+        assert!(w.is_empty(), "{w:?}");
+        let w = windows(&lines("a b c x d"), &v, 2);
+        assert_eq!((w.inputs.as_slice(), w.targets.as_slice()), ([0, 1].as_slice(), [2].as_slice()));
     }
 
     #[test]

@@ -111,12 +111,6 @@ pub struct EpochStats {
     pub valid_loss: Option<f64>,
 }
 
-impl EpochStats {
-    pub fn valid_perplexity(&self) -> Option<f64> {
-        self.valid_loss.map(f64::exp)
-    }
-}
-
 /// The checkpoint's JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CheckpointInfo {
