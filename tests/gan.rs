@@ -7,7 +7,7 @@ mod common;
 use kiln_infer::generator::GeneratorModel;
 use kiln_train::gan::MlpGanConfig;
 use kiln_train::toy2d::Mixture;
-use kiln_train::train_gan::{train_gan, GanLoss, GanRun, GanTrainConfig};
+use kiln_train::train_gan::{train_gan, GanArch, GanLog, GanLoss, GanRun, GanTrainConfig};
 use kiln_train::train_lm::Schedule;
 use tch::{Kind, Tensor};
 
@@ -18,21 +18,32 @@ static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// `kiln-train gan --data ring8` with its defaults.
 fn ring8_run(seed: u64, epochs: usize, batch_norm: bool, out: std::path::PathBuf) -> GanRun {
     GanRun {
-        model: MlpGanConfig { latent: 2, hidden: 128, g_layers: 3, d_layers: 3, dim: 2, batch_norm, pack: 1 },
+        model: GanArch::Mlp(MlpGanConfig {
+            latent: 2,
+            hidden: 128,
+            g_layers: 3,
+            d_layers: 3,
+            dim: 2,
+            batch_norm,
+            pack: 1,
+        }),
         train: GanTrainConfig {
             data: "ring8".into(),
+            folder: None,
             loss: GanLoss::NonSaturating,
             lr: 3e-4,
             beta1: 0.5,
             batch: 256,
-            steps_per_epoch: 500,
+            steps_per_epoch: Some(500),
             epochs,
             schedule: Schedule::Cosine,
             seed,
         },
         device: tch::Device::Cpu,
         out: Some(out),
-        verbose: false,
+        checkpoint: None,
+        log_dir: None,
+        log: GanLog::Quiet,
     }
 }
 
@@ -60,14 +71,37 @@ fn batch_norm_generator_matches_tch_in_eval_mode() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("g.onnx");
     let mut run = ring8_run(3, 1, true, path.clone());
-    run.train.steps_per_epoch = 50; // enough for non-trivial running statistics
+    run.train.steps_per_epoch = Some(50); // enough for non-trivial running statistics
     let outcome = train_gan(&run).unwrap();
     let g = GeneratorModel::load(&path).unwrap();
     for batch in [1i64, 16] {
         let z = Tensor::randn([batch, 2], (Kind::Float, tch::Device::Cpu));
-        let want = tch::no_grad(|| outcome.generator.forward_t(&z, false));
+        let want = outcome.generate(&z);
         let got = g.generate(&common::to_vec(&z), batch as usize).unwrap();
         let d = common::max_diff(&got, &common::to_vec(&want));
         assert!(d <= 1e-4, "batch {batch}: tract and tch differ by {d}");
+    }
+}
+
+#[test]
+fn dcgan_generators_match_tch_in_eval_mode_at_every_size() {
+    let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    for (size, channels) in [(28, 1), (32, 3), (64, 3)] {
+        let path = dir.path().join(format!("dcgan{size}.onnx"));
+        let outcome = common::tiny_dcgan(size, channels, path.clone());
+        let g = GeneratorModel::load(&path).unwrap();
+        assert_eq!(g.meta().output_shape, [channels as usize, size as usize, size as usize]);
+        // BatchNorm's running statistics moved: eval mode differs from a fresh layer's.
+        let rv = outcome.g_vs.variables()["g.bn0.running_var"].shallow_clone();
+        assert!((rv - 1.0).abs().max().double_value(&[]) > 1e-3, "running statistics never updated");
+        for batch in [1i64, 16] {
+            let z = Tensor::randn([batch, 8], (Kind::Float, tch::Device::Cpu));
+            let want = outcome.generate(&z);
+            assert_eq!(want.size(), [batch, channels, size, size]);
+            let got = g.generate(&common::to_vec(&z), batch as usize).unwrap();
+            let d = common::max_diff(&got, &common::to_vec(&want));
+            assert!(d <= 1e-4, "{size}×{size}, batch {batch}: tract and tch differ by {d}");
+        }
     }
 }

@@ -143,3 +143,22 @@ fn generators_pass_onnx_checker_and_onnxruntime_agrees_with_tract() {
         assert!(d <= 1e-4, "batch {batch}: onnxruntime and tract differ by {d}");
     }
 }
+
+/// A trained DCGAN's exported generator: onnx's full check, and onnxruntime agrees with tch
+/// (BatchNorm in eval mode) at batch 1 and 16.
+#[test]
+fn dcgan_generator_passes_onnx_checker_and_matches_onnxruntime() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dcgan.onnx");
+    let outcome = common::tiny_dcgan(28, 1, path.clone());
+    for batch in [1i64, 16] {
+        let z = Tensor::randn([batch, 8], (Kind::Float, tch::Device::Cpu));
+        let ort = onnxruntime(
+            &path,
+            serde_json::json!({"z": {"dtype": "float32", "shape": [batch, 8], "data": common::to_vec(&z)}}),
+        );
+        let got: Vec<f32> = serde_json::from_value(ort["samples"].clone()).unwrap();
+        let d = common::max_diff(&got, &common::to_vec(&outcome.generate(&z)));
+        assert!(d <= 1e-4, "batch {batch}: onnxruntime and tch differ by {d}");
+    }
+}

@@ -112,3 +112,38 @@ pub fn python() -> PathBuf {
     );
     p
 }
+
+/// A small DCGAN trained for a few steps on random `channels`×`size`×`size` images (enough for
+/// BatchNorm's running statistics to move away from 0 and 1), exported to `out`.
+pub fn tiny_dcgan(size: i64, channels: i64, out: PathBuf) -> kiln_train::train_gan::GanOutcome {
+    use kiln_train::dcgan::DcganConfig;
+    use kiln_train::image_data::ImageSet;
+    use kiln_train::train_gan::{
+        train_from_loaded, GanArch, GanLog, GanLoss, GanRun, GanTrainConfig, TrainData,
+    };
+    tch::manual_seed(size * 10 + channels);
+    let images =
+        tch::Tensor::rand([40, channels, size, size], (tch::Kind::Float, tch::Device::Cpu)) * 2.0 - 1.0;
+    let data = TrainData::Images(ImageSet { images, labels: None, skipped: 0 });
+    let run = GanRun {
+        model: GanArch::Dcgan(DcganConfig { latent: 8, channels, size, g_width: 4, d_width: 4 }),
+        train: GanTrainConfig {
+            data: "random".into(),
+            folder: None,
+            loss: GanLoss::NonSaturating,
+            lr: 2e-4,
+            beta1: 0.5,
+            batch: 8,
+            steps_per_epoch: Some(5),
+            epochs: 1,
+            schedule: kiln_train::train_lm::Schedule::Constant,
+            seed: 1,
+        },
+        device: tch::Device::Cpu,
+        out: Some(out),
+        checkpoint: None,
+        log_dir: None,
+        log: GanLog::Quiet,
+    };
+    train_from_loaded(&run, &data).unwrap()
+}

@@ -6,13 +6,21 @@
 //! - [`train_lm`]: the training loop, checkpoints, resume, export.
 //! - [`adam`]: Adam with saveable state; [`checkpoint`]: safetensors checkpoints.
 //! - [`export`]: from a `VarStore` to the exporter's weight arrays.
+//! - [`gan`] (fully connected) and [`dcgan`]: the GAN families; [`train_gan`]: their training
+//!   loop, checkpoints, resume, export; [`toy2d`]: the 2-D mixtures and their mode metrics;
+//!   [`image_data`]: Fashion-MNIST, IDX and picture folders; [`plots`]: loss curves, scatters.
+//! - [`classifier`]: the Fashion-MNIST classifier and the sample-quality figures built on it.
 
 pub mod adam;
 pub mod checkpoint;
+pub mod classifier;
 pub mod corpus;
+pub mod dcgan;
 pub mod export;
 pub mod gan;
+pub mod image_data;
 pub mod lm;
+pub mod plots;
 pub mod toy2d;
 pub mod train_gan;
 pub mod train_lm;

@@ -22,9 +22,10 @@ struct Cli {
 enum Command {
     /// Train a word-level next-word LSTM and export it to ONNX.
     Lm(LmArgs),
-    /// Train a GAN on a built-in 2-D mixture (ring8, grid25) and export its generator.
+    /// Train a GAN (2-D mixtures, Fashion-MNIST, IDX or picture folders) and export its generator.
     Gan(GanArgs),
-    /// Measure an exported generator's samples against the data's modes (PacGAN's metrics).
+    /// Measure an exported generator's samples: PacGAN's mode metrics (2-D) or classifier-based
+    /// Inception Score, Fréchet distance and class histogram (Fashion-MNIST).
     Eval(EvalArgs),
 }
 
@@ -36,55 +37,89 @@ enum LossArg {
     NonSaturating,
 }
 
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum ArchArg {
+    /// Fully connected G and D (the seed lecture's GAN), for 2-D data.
+    Mlp,
+    /// Radford et al.'s convolutional GAN, for 28×28, 32×32 and 64×64 images.
+    Dcgan,
+}
+
 #[derive(clap::Args, Debug)]
 struct GanArgs {
-    /// Network family (only the fully connected `mlp` so far).
-    #[arg(long, default_value = "mlp", value_parser = ["mlp"])]
-    arch: String,
-    /// Training data: ring8 or grid25.
-    #[arg(long, value_parser = ["ring8", "grid25"])]
-    data: String,
+    /// Network family [default: mlp for 2-D data, dcgan for images].
+    #[arg(long, value_enum)]
+    arch: Option<ArchArg>,
+    /// Training data: ring8, grid25 (built in), fashion-mnist (Debian's dataset-fashion-mnist),
+    /// idx:FOLDER (MNIST-format files, gzipped or not) or images:FOLDER (PNG/JPEG pictures).
+    #[arg(long, required_unless_present = "resume")]
+    data: Option<String>,
+    /// Continue the run saved in this checkpoint (model, data and settings as saved; --epochs
+    /// may raise the total).
+    #[arg(long, value_name = "CKPT", conflicts_with_all = ["arch", "data", "loss", "latent", "hidden", "g_layers", "d_layers", "batch_norm", "pack", "g_width", "d_width", "image_size", "channels", "lr", "beta1", "schedule", "batch", "steps_per_epoch", "seed"])]
+    resume: Option<PathBuf>,
     /// G's objective.
     #[arg(long, value_enum, default_value = "non-saturating")]
     loss: LossArg,
     /// Write the generator here (ONNX).
     #[arg(long, value_name = "FILE.onnx")]
     out: Option<PathBuf>,
-    /// Noise size.
-    #[arg(long, default_value_t = 2)]
-    latent: i64,
-    /// Width of the hidden layers of G and D.
+    /// Save a checkpoint here after every epoch [default: next to --out, as FILE.ckpt.safetensors].
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+    /// Write each epoch's sample grid (images) or scatter (2-D) and the loss curve here
+    /// [default: next to --out, as FILE-log/].
+    #[arg(long, value_name = "FOLDER")]
+    log_dir: Option<PathBuf>,
+    /// Noise size [default: 2 for mlp, 100 for dcgan].
+    #[arg(long)]
+    latent: Option<i64>,
+    /// mlp: width of the hidden layers of G and D.
     #[arg(long, default_value_t = 128)]
     hidden: i64,
-    /// Hidden layers of G.
+    /// mlp: hidden layers of G.
     #[arg(long, default_value_t = 3)]
     g_layers: i64,
-    /// Hidden layers of D.
+    /// mlp: hidden layers of D.
     #[arg(long, default_value_t = 3)]
     d_layers: i64,
-    /// Batch normalisation in G.
+    /// mlp: batch normalisation in G.
     #[arg(long)]
     batch_norm: bool,
-    /// PacGAN packing degree (D judges this many samples together; 1 = plain GAN).
+    /// mlp: PacGAN packing degree (D judges this many samples together; 1 = plain GAN).
     #[arg(long, default_value_t = 1)]
     pack: i64,
-    /// Adam learning rate (both networks).
-    #[arg(long, default_value_t = 3e-4)]
-    lr: f64,
+    /// dcgan: channels of G's last hidden layer (doubling towards the noise).
+    #[arg(long, default_value_t = 64)]
+    g_width: i64,
+    /// dcgan: channels of D's first layer (doubling towards the output).
+    #[arg(long, default_value_t = 64)]
+    d_width: i64,
+    /// images:FOLDER: side of the square training images (centre-cropped, resized): 28, 32 or 64.
+    #[arg(long, default_value_t = 64)]
+    image_size: u32,
+    /// images:FOLDER: 1 (grayscale) or 3 (RGB).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=3))]
+    channels: u32,
+    /// Adam learning rate, both networks [default: 3e-4 for mlp, 2e-4 for dcgan].
+    #[arg(long)]
+    lr: Option<f64>,
     /// Adam β1.
     #[arg(long, default_value_t = 0.5)]
     beta1: f64,
-    /// Learning-rate schedule.
-    #[arg(long, value_enum, default_value = "cosine")]
-    schedule: ScheduleArg,
-    /// Packs per step.
-    #[arg(long, default_value_t = 256)]
-    batch: i64,
-    /// Steps (one D update and one G update each) per epoch.
-    #[arg(long, default_value_t = 500)]
-    steps_per_epoch: usize,
-    #[arg(long, default_value_t = 20)]
-    epochs: usize,
+    /// Learning-rate schedule [default: cosine for mlp, constant for dcgan].
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleArg>,
+    /// Samples (packs, with --pack) per step [default: 256 for mlp, 128 for dcgan].
+    #[arg(long)]
+    batch: Option<i64>,
+    /// Steps (one D update and one G update each) per epoch [default: 500 for 2-D data, one
+    /// pass over the images].
+    #[arg(long)]
+    steps_per_epoch: Option<usize>,
+    /// Epochs [default: 20 for mlp, 5 for dcgan].
+    #[arg(long)]
+    epochs: Option<usize>,
     /// Random seed: the same seed gives the same generator on CPU.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -97,15 +132,23 @@ struct GanArgs {
 struct EvalArgs {
     /// The exported generator.
     model: PathBuf,
-    /// The data it should reproduce.
-    #[arg(long, value_parser = ["ring8", "grid25"])]
+    /// The data it should reproduce: ring8, grid25 (PacGAN's mode metrics) or fashion-mnist
+    /// (Inception Score, Fréchet distance and class histogram with a Fashion-MNIST classifier).
+    #[arg(long, value_parser = ["ring8", "grid25", "fashion-mnist"])]
     data: String,
-    /// How many samples to draw.
-    #[arg(long, default_value_t = 2500)]
-    samples: usize,
+    /// How many samples to draw [default: 2500 for 2-D data, 10000 for fashion-mnist].
+    #[arg(long)]
+    samples: Option<usize>,
     /// Seed of the noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// fashion-mnist: the classifier's cache file (trained on first use) [default:
+    /// ~/.cache/kiln/fashion-mnist-classifier.safetensors].
+    #[arg(long, value_name = "FILE")]
+    classifier: Option<PathBuf>,
+    /// fashion-mnist: epochs to train the classifier when it is not cached.
+    #[arg(long, default_value_t = 3)]
+    classifier_epochs: usize,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -337,55 +380,115 @@ fn validate(m: &LmConfig, t: &TrainConfig) -> anyhow::Result<()> {
 }
 
 fn gan(a: GanArgs) -> anyhow::Result<()> {
+    use kiln_train::dcgan::DcganConfig;
     use kiln_train::gan::MlpGanConfig;
-    use kiln_train::train_gan::{GanLoss, GanRun, GanTrainConfig};
-    if let Some(p) = &a.out {
-        check_out_dir(p, "--out")?;
+    use kiln_train::image_data::FolderOptions;
+    use kiln_train::train_gan::{self, GanArch, GanLog, GanLoss, GanRun, GanTrainConfig, TrainData};
+    for (p, flag) in [(&a.out, "--out"), (&a.checkpoint, "--checkpoint")] {
+        if let Some(p) = p {
+            check_out_dir(p, flag)?;
+        }
     }
-    if a.latent < 1 || a.hidden < 1 || a.g_layers < 1 || a.d_layers < 1 || a.pack < 1 || a.batch < 1 {
-        bail!("--latent, --hidden, --g-layers, --d-layers, --pack and --batch must be at least 1");
+    let device = kiln_train::device(&a.device)?;
+    let out_stem = |suffix: &str| {
+        a.out.as_ref().map(|o| {
+            let stem = o.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            o.with_file_name(format!("{stem}{suffix}"))
+        })
+    };
+    let checkpoint = a.checkpoint.clone().or_else(|| out_stem(".ckpt.safetensors"));
+    let log_dir = a.log_dir.clone().or_else(|| out_stem("-log"));
+    if let Some(ckpt) = &a.resume {
+        if a.epochs == Some(0) {
+            bail!("--epochs must be at least 1");
+        }
+        let out = a.out.clone();
+        let log_dir = a.log_dir.clone().or(log_dir);
+        let run = train_gan::resume_gan(ckpt, a.epochs, device, out, log_dir, GanLog::Progress)?;
+        print_final(&run.history);
+        return Ok(());
     }
-    if a.epochs == 0 || a.steps_per_epoch == 0 || !(a.lr > 0.0) {
-        bail!("--epochs and --steps-per-epoch must be at least 1 and --lr positive");
-    }
-    let run = GanRun {
-        model: MlpGanConfig {
-            latent: a.latent,
+    let spec = a.data.clone().expect("clap requires --data without --resume");
+    let folder = FolderOptions { size: a.image_size, channels: a.channels };
+    // Load once here to pick defaults from the data (2-D points or images) and fail early.
+    let data = TrainData::load(&spec, Some(folder))?;
+    let images = !matches!(data, TrainData::Points(_));
+    let arch_arg = a.arch.unwrap_or(if images { ArchArg::Dcgan } else { ArchArg::Mlp });
+    let dc = arch_arg == ArchArg::Dcgan;
+    let latent = a.latent.unwrap_or(if dc { 100 } else { 2 });
+    let shape = data.sample_shape();
+    let arch = match arch_arg {
+        ArchArg::Mlp => GanArch::Mlp(MlpGanConfig {
+            latent,
             hidden: a.hidden,
             g_layers: a.g_layers,
             d_layers: a.d_layers,
-            dim: 2,
+            dim: shape.iter().product::<usize>() as i64,
             batch_norm: a.batch_norm,
             pack: a.pack,
-        },
-        train: GanTrainConfig {
-            data: a.data,
-            loss: match a.loss {
-                LossArg::Minimax => GanLoss::Minimax,
-                LossArg::NonSaturating => GanLoss::NonSaturating,
-            },
-            lr: a.lr,
-            beta1: a.beta1,
-            batch: a.batch,
-            steps_per_epoch: a.steps_per_epoch,
-            epochs: a.epochs,
-            schedule: match a.schedule {
-                ScheduleArg::Constant => Schedule::Constant,
-                ScheduleArg::Cosine => Schedule::Cosine,
-            },
-            seed: a.seed,
-        },
-        device: kiln_train::device(&a.device)?,
-        out: a.out,
-        verbose: true,
+        }),
+        ArchArg::Dcgan => GanArch::Dcgan(DcganConfig {
+            latent,
+            channels: shape.first().copied().unwrap_or(0) as i64,
+            size: shape.last().copied().unwrap_or(0) as i64,
+            g_width: a.g_width,
+            d_width: a.d_width,
+        }),
     };
-    kiln_train::train_gan::train_gan(&run)?;
+    if [latent, a.hidden, a.g_layers, a.d_layers, a.pack, a.g_width, a.d_width].iter().any(|&v| v < 1) {
+        bail!(
+            "--latent, --hidden, --g-layers, --d-layers, --pack, --g-width and --d-width must be at least 1"
+        );
+    }
+    train_gan::check_arch(&arch, &shape, &spec)?;
+    let train = GanTrainConfig {
+        data: spec,
+        folder: images.then_some(folder),
+        loss: match a.loss {
+            LossArg::Minimax => GanLoss::Minimax,
+            LossArg::NonSaturating => GanLoss::NonSaturating,
+        },
+        lr: a.lr.unwrap_or(if dc { 2e-4 } else { 3e-4 }),
+        beta1: a.beta1,
+        batch: a.batch.unwrap_or(if dc { 128 } else { 256 }),
+        steps_per_epoch: a.steps_per_epoch.or((!images).then_some(500)),
+        epochs: a.epochs.unwrap_or(if dc { 5 } else { 20 }),
+        schedule: match a.schedule.unwrap_or(if dc { ScheduleArg::Constant } else { ScheduleArg::Cosine }) {
+            ScheduleArg::Constant => Schedule::Constant,
+            ScheduleArg::Cosine => Schedule::Cosine,
+        },
+        seed: a.seed,
+    };
+    if train.epochs == 0 || train.steps_per_epoch == Some(0) || train.batch < 1 {
+        bail!("--epochs, --steps-per-epoch and --batch must be at least 1");
+    }
+    if !(train.lr > 0.0 && train.lr.is_finite()) || !(0.0..1.0).contains(&train.beta1) {
+        bail!("--lr must be a positive number and --beta1 in [0, 1)");
+    }
+    let run = GanRun { model: arch, train, device, out: a.out, checkpoint, log_dir, log: GanLog::Progress };
+    let outcome = train_gan::train_from_loaded(&run, &data)?;
+    print_final(&outcome.history);
     Ok(())
 }
 
+fn print_final(history: &[kiln_train::train_gan::GanEpoch]) {
+    if let Some(e) = history.last() {
+        println!(
+            "done: D(x) {:.3}, D(G(z)) {:.3} after {} epochs (1/2 each at the equilibrium)",
+            e.d_real, e.d_fake, e.epoch
+        );
+    }
+}
+
 fn eval(a: EvalArgs) -> anyhow::Result<()> {
-    let data = kiln_train::toy2d::Mixture::by_name(&a.data).expect("clap checked the name");
     let g = kiln_infer::generator::GeneratorModel::load(&a.model)?;
+    if a.samples == Some(0) {
+        bail!("--samples must be at least 1");
+    }
+    if a.data == "fashion-mnist" {
+        return eval_fashion(&a, &g);
+    }
+    let data = kiln_train::toy2d::Mixture::by_name(&a.data).expect("clap checked the name");
     if g.meta().output_shape != [2] {
         bail!(
             "{} makes samples of shape {:?}; --data {} needs 2-D points",
@@ -394,7 +497,7 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
             a.data
         );
     }
-    let samples = g.sample(a.samples, a.seed)?;
+    let samples = g.sample(a.samples.unwrap_or(2500), a.seed)?;
     let m = data.evaluate(&samples.data);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&m)?);
@@ -410,5 +513,90 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
             a.seed
         );
     }
+    Ok(())
+}
+
+fn eval_fashion(a: &EvalArgs, g: &kiln_infer::generator::GeneratorModel) -> anyhow::Result<()> {
+    use kiln_train::classifier;
+    use kiln_train::image_data::{self, Split, FASHION_CLASSES};
+    if g.meta().output_shape != [1, 28, 28] {
+        bail!(
+            "{} makes samples of shape {:?}; --data fashion-mnist needs 1×28×28 images",
+            a.model.display(),
+            g.meta().output_shape
+        );
+    }
+    let train = image_data::load_fashion_mnist(Split::Train)?;
+    let test = image_data::load_fashion_mnist(Split::Test)?;
+    let cache = a.classifier.clone().or_else(classifier::default_cache);
+    if !a.json && !cache.as_ref().is_some_and(|c| c.is_file()) {
+        println!("training the Fashion-MNIST classifier ({} epochs; cached afterwards)", a.classifier_epochs);
+    }
+    let cls = classifier::load_or_train(cache.as_deref(), &train, &test, a.classifier_epochs, 0, !a.json)?;
+    let n = a.samples.unwrap_or(10_000);
+    let samples = g.sample(n, a.seed)?;
+    let images = tch::Tensor::from_slice(&samples.data).view([n as i64, 1, 28, 28]);
+    let (test_features, test_probs) = cls.model.run(&test.images);
+    let test_gauss = classifier::gaussian(&test_features);
+    let generated = classifier::quality(&cls.model, &images, &test_gauss)?;
+    // The real reference: IS and histogram of the test set; the Fréchet distance of as many
+    // training images (a fixed random subset) to the test set, the floor a generator can reach.
+    tch::manual_seed(0);
+    let pick = tch::Tensor::randperm(train.len() as i64, (tch::Kind::Int64, tch::Device::Cpu)).narrow(
+        0,
+        0,
+        (n.min(train.len())) as i64,
+    );
+    let real_train = classifier::quality(&cls.model, &train.images.index_select(0, &pick), &test_gauss)?;
+    let real = classifier::Quality {
+        images: test.len(),
+        inception_score: classifier::inception_score(&test_probs),
+        frechet_distance: real_train.frechet_distance,
+        class_histogram: classifier::class_histogram(&test_probs),
+    };
+    let ratio = generated.inception_score / real.inception_score;
+    let balanced = generated.class_histogram.iter().all(|&f| (0.05..=0.15).contains(&f));
+    if a.json {
+        let report = serde_json::json!({
+            "model": a.model.display().to_string(),
+            "seed": a.seed,
+            "classifier": {"test_accuracy": cls.info.test_accuracy, "epochs": cls.info.epochs, "cached": cls.cached},
+            "classes": FASHION_CLASSES,
+            "generated": generated,
+            "real": real,
+            "real_frechet_reference": format!("{} training images vs the test set", real_train.images),
+            "is_ratio": ratio,
+            "classes_within_5_to_15_percent": balanced,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "classifier: {:.2}% accuracy on the {} test images{}",
+        100.0 * cls.info.test_accuracy,
+        test.len(),
+        if cls.cached { " (cached)" } else { "" }
+    );
+    println!("{:<28} {:>10} {:>10}", "", "generated", "real");
+    println!("{:<28} {:>10} {:>10}", "images", generated.images, real.images);
+    println!("{:<28} {:>10.3} {:>10.3}", "Inception Score", generated.inception_score, real.inception_score);
+    println!(
+        "{:<28} {:>10.3} {:>10.3}",
+        "Fréchet distance to test", generated.frechet_distance, real.frechet_distance
+    );
+    for (i, name) in FASHION_CLASSES.iter().enumerate() {
+        println!(
+            "{:<28} {:>9.1}% {:>9.1}%",
+            format!("class {i} {name}"),
+            100.0 * generated.class_histogram[i],
+            100.0 * real.class_histogram[i]
+        );
+    }
+    println!(
+        "IS ratio {:.3} (generated / real test set); every class between 5% and 15%: {}",
+        ratio,
+        if balanced { "yes" } else { "no" }
+    );
+    println!("(real Fréchet distance: {} training images vs the test set)", real_train.images);
     Ok(())
 }

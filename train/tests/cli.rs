@@ -215,6 +215,12 @@ fn gan_trains_exports_and_evaluates_and_refuses_bad_input() {
         .success();
     let stdout = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
     assert!(stdout.contains("epoch    2/2  D loss ") && stdout.contains("D(G(z)) "), "{stdout}");
+    // Beside --out: the checkpoint and the log folder with a scatter per epoch and the losses.
+    assert!(dir.path().join("g.ckpt.safetensors").is_file());
+    for f in ["scatter-epoch-001.png", "scatter-epoch-002.png", "losses.png"] {
+        let img = image::open(dir.path().join("g-log").join(f)).unwrap();
+        assert!(img.width() >= 600, "{f}");
+    }
     let eval =
         train().args(["eval", out_s, "--data", "ring8", "--samples", "100", "--json"]).assert().success();
     let m: serde_json::Value = serde_json::from_slice(&eval.get_output().stdout).unwrap();
@@ -227,7 +233,12 @@ fn gan_trains_exports_and_evaluates_and_refuses_bad_input() {
         .success()
         .stdout(predicate::str::contains("/25 modes covered"));
 
-    fails(&["gan", "--data", "moons"], "invalid value 'moons'");
+    fails(&["gan", "--data", "moons"], "--data moons: expected ring8, grid25, fashion-mnist, idx:FOLDER");
+    fails(&["gan", "--data", "ring8", "--arch", "dcgan"], "--arch dcgan trains on images");
+    fails(&["gan", "--data", "idx:no/such/dir"], "no train-images-idx3-ubyte");
+    fails(&["gan", "--data", "images:no/such/dir"], "no/such/dir: not a folder");
+    fails(&["eval", out_s, "--data", "fashion-mnist"], "needs 1×28×28 images");
+    fails(&["gan", "--resume", out_s], "not a safetensors file");
     fails(&["gan", "--data", "ring8", "--pack", "0"], "must be at least 1");
     fails(
         &["gan", "--data", "ring8", "--out", "no/such/dir/g.onnx"],
@@ -238,5 +249,103 @@ fn gan_trains_exports_and_evaluates_and_refuses_bad_input() {
     fails(
         &["eval", seed.to_str().unwrap(), "--data", "ring8"],
         "it is a next-word model, and this needs a generator model",
+    );
+}
+
+/// MNIST-format files of `n` random 28×28 images (gzipped, as the data sets ship them).
+fn random_idx(dir: &Path, n: usize) {
+    use std::io::Write as _;
+    let mut bytes = vec![0u8, 0, 8, 3];
+    for d in [n as u32, 28, 28] {
+        bytes.extend(d.to_be_bytes());
+    }
+    bytes.extend((0..n * 784).map(|i| ((i * 7919 + i / 784 * 13) % 251) as u8));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&bytes).unwrap();
+    std::fs::write(dir.join("train-images-idx3-ubyte.gz"), gz.finish().unwrap()).unwrap();
+}
+
+/// Samples of an exported generator at fixed noise.
+fn samples(model: &Path) -> Vec<f32> {
+    kiln_infer::generator::GeneratorModel::load(model).unwrap().sample(4, 9).unwrap().data
+}
+
+#[test]
+fn dcgan_on_idx_files_writes_grids_checkpoints_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    random_idx(dir.path(), 24);
+    let data = format!("idx:{}", dir.path().display());
+    let run = |out: &Path, epochs: &str| {
+        train()
+            .args(["gan", "--data", &data, "--g-width", "4", "--d-width", "4", "--latent", "8"])
+            .args(["--batch", "8", "--epochs", epochs, "--device", "cpu", "--out", out.to_str().unwrap()])
+            .assert()
+            .success()
+    };
+    let full = dir.path().join("full.onnx");
+    run(&full, "3");
+    let log = dir.path().join("full-log");
+    for f in ["samples-epoch-001.png", "samples-epoch-003.png", "losses.png"] {
+        assert!(log.join(f).is_file(), "{f}");
+    }
+    // 64 fixed-noise samples in an 8×8 grid of 28-pixel images with 2-pixel gutters.
+    assert_eq!(image::open(log.join("samples-epoch-003.png")).unwrap().width(), 8 * 30 + 2);
+    let g = kiln_infer::generator::GeneratorModel::load(&full).unwrap();
+    assert_eq!(g.meta().output_shape, [1, 28, 28]);
+    assert_eq!(g.meta().latent, 8);
+
+    // Two epochs, then resumed to three: the same generator as the uninterrupted run.
+    let part = dir.path().join("part.onnx");
+    run(&part, "2");
+    let ckpt = dir.path().join("part.ckpt.safetensors");
+    train()
+        .args(["gan", "--resume", ckpt.to_str().unwrap(), "--epochs", "3", "--device", "cpu"])
+        .args(["--out", part.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("epoch    3/3"));
+    assert!(dir.path().join("part-log/samples-epoch-003.png").is_file());
+    let (a, b) = (samples(&full), samples(&part));
+    let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(d <= 1e-6, "resumed run differs from the uninterrupted one by {d}");
+    fails(&["gan", "--resume", ckpt.to_str().unwrap(), "--epochs", "3"], "already done 3 of 3 epochs");
+    fails(&["gan", "--resume", ckpt.to_str().unwrap(), "--data", "ring8"], "cannot be used with");
+}
+
+#[test]
+fn picture_folders_are_read_and_unreadable_files_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let pics = dir.path().join("pics");
+    std::fs::create_dir(&pics).unwrap();
+    for i in 0..6u8 {
+        image::RgbImage::from_pixel(40, 30, image::Rgb([i * 40, 100, 200 - i * 30]))
+            .save(pics.join(format!("{i}.png")))
+            .unwrap();
+    }
+    std::fs::write(pics.join("broken.jpg"), b"not a jpeg").unwrap();
+    let out = dir.path().join("g.onnx");
+    train()
+        .args([
+            "gan",
+            "--data",
+            &format!("images:{}", pics.display()),
+            "--image-size",
+            "32",
+            "--channels",
+            "3",
+        ])
+        .args(["--g-width", "4", "--d-width", "4", "--batch", "4", "--epochs", "1", "--device", "cpu"])
+        .args(["--out", out.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("6 images, 1 unreadable files skipped"));
+    let g = kiln_infer::generator::GeneratorModel::load(&out).unwrap();
+    assert_eq!(g.meta().output_shape, [3, 32, 32]);
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    fails(&["gan", "--data", &format!("images:{}", empty.display())], "no readable PNG or JPEG pictures");
+    fails(
+        &["gan", "--data", &format!("images:{}", pics.display()), "--image-size", "48"],
+        "makes 28×28, 32×32 or 64×64 images",
     );
 }

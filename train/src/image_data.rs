@@ -1,0 +1,330 @@
+//! Image data sets for GAN training and evaluation: Fashion-MNIST as Debian installs it, any
+//! folder of MNIST-format IDX files (gzipped or not), and folders of PNG/JPEG pictures.
+//!
+//! Images come out as one float tensor `[N, C, H, W]` scaled to [−1, 1] (a Tanh generator's
+//! range), labels (when the data set has them) as `[N]` int64.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use tch::{Kind, Tensor};
+
+/// Where the Debian package `dataset-fashion-mnist` puts the IDX files.
+pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Fashion-MNIST's ten classes, in label order.
+pub const FASHION_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+/// Which half of an IDX data set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// `train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`.
+    Train,
+    /// `t10k-images-idx3-ubyte[.gz]`, `t10k-labels-idx1-ubyte[.gz]`.
+    Test,
+}
+
+impl Split {
+    fn prefix(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "t10k",
+        }
+    }
+}
+
+/// A set of images, `[N, C, H, W]` in [−1, 1], with labels when the data set has them.
+#[derive(Debug)]
+pub struct ImageSet {
+    pub images: Tensor,
+    pub labels: Option<Tensor>,
+    /// Files (image folders) that could not be read and were left out.
+    pub skipped: usize,
+}
+
+impl ImageSet {
+    pub fn len(&self) -> usize {
+        self.images.size()[0] as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `[C, H, W]`.
+    pub fn sample_shape(&self) -> Vec<usize> {
+        self.images.size()[1..].iter().map(|&d| d as usize).collect()
+    }
+}
+
+/// An IDX array: dimensions and unsigned bytes (the only element type MNIST-format files use).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Idx {
+    pub dims: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+/// Parses IDX bytes (gzip-compressed or not, told apart by the gzip magic number).
+pub fn parse_idx(bytes: &[u8]) -> anyhow::Result<Idx> {
+    let raw;
+    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).context("bad gzip data")?;
+        raw = out;
+        &raw[..]
+    } else {
+        bytes
+    };
+    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
+        bail!("not an IDX file (it must start with two zero bytes)");
+    }
+    if bytes[2] != 0x08 {
+        bail!("IDX element type 0x{:02x} is not supported (only unsigned bytes, 0x08)", bytes[2]);
+    }
+    let ndims = bytes[3] as usize;
+    let header = 4 + 4 * ndims;
+    if bytes.len() < header {
+        bail!("the IDX header is cut short");
+    }
+    let dims: Vec<usize> = bytes[4..header]
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .collect();
+    let n: usize = dims.iter().product();
+    if bytes.len() - header != n {
+        bail!("the header says {dims:?} ({n} bytes) but {} bytes follow it", bytes.len() - header);
+    }
+    Ok(Idx { dims, data: bytes[header..].to_vec() })
+}
+
+fn find_idx(dir: &Path, name: &str) -> Option<PathBuf> {
+    [name.to_string(), format!("{name}.gz")].into_iter().map(|n| dir.join(n)).find(|p| p.is_file())
+}
+
+/// Reads `{train|t10k}-images-idx3-ubyte[.gz]` (and the labels next to it, if there) from `dir`.
+pub fn load_idx_dir(dir: &Path, split: Split) -> anyhow::Result<ImageSet> {
+    let images_name = format!("{}-images-idx3-ubyte", split.prefix());
+    let images_path = find_idx(dir, &images_name)
+        .with_context(|| format!("{}: no {images_name} or {images_name}.gz in this folder", dir.display()))?;
+    let read = |p: &Path| -> anyhow::Result<Idx> {
+        let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        parse_idx(&bytes).with_context(|| format!("{}", p.display()))
+    };
+    let idx = read(&images_path)?;
+    let [n, h, w] = idx.dims[..] else {
+        bail!(
+            "{}: expected 3 dimensions (count, rows, columns), found {:?}",
+            images_path.display(),
+            idx.dims
+        );
+    };
+    if n == 0 {
+        bail!("{}: the file holds no images", images_path.display());
+    }
+    let images = Tensor::from_slice(&idx.data).to_kind(Kind::Float).view([n as i64, 1, h as i64, w as i64])
+        / 127.5
+        - 1.0;
+    let labels_name = format!("{}-labels-idx1-ubyte", split.prefix());
+    let labels = match find_idx(dir, &labels_name) {
+        None => None,
+        Some(p) => {
+            let l = read(&p)?;
+            if l.dims != [n] {
+                bail!("{}: {:?} labels for {n} images", p.display(), l.dims);
+            }
+            Some(Tensor::from_slice(&l.data).to_kind(Kind::Int64))
+        }
+    };
+    Ok(ImageSet { images, labels, skipped: 0 })
+}
+
+/// Fashion-MNIST from [`FASHION_MNIST_DIR`], with a message saying how to get it when absent.
+pub fn load_fashion_mnist(split: Split) -> anyhow::Result<ImageSet> {
+    let dir = Path::new(FASHION_MNIST_DIR);
+    if !dir.is_dir() {
+        bail!(
+            "Fashion-MNIST is not installed ({FASHION_MNIST_DIR} is missing): install the Debian \
+             package with `apt-get install dataset-fashion-mnist`, or download the four IDX files \
+             and pass --data idx:FOLDER"
+        );
+    }
+    load_idx_dir(dir, split)
+}
+
+/// How pictures from a folder are turned into training images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FolderOptions {
+    /// Side of the square images (centre-cropped, then resized).
+    pub size: u32,
+    /// 1 (grayscale) or 3 (RGB).
+    pub channels: u32,
+}
+
+/// Every readable picture (PNG or JPEG) under `dir`, recursively, in path order. Files that cannot
+/// be decoded are skipped and counted; a folder with no readable picture is an error.
+pub fn load_image_folder(dir: &Path, opts: FolderOptions) -> anyhow::Result<ImageSet> {
+    if !dir.is_dir() {
+        bail!("{}: not a folder", dir.display());
+    }
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))? {
+            let path = entry.with_context(|| format!("cannot list {}", d.display()))?.path();
+            let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+            if hidden {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let (s, c) = (opts.size, opts.channels);
+    let mut data: Vec<u8> = Vec::new();
+    let mut skipped = 0;
+    for path in &files {
+        let Ok(img) = image::ImageReader::open(path)
+            .and_then(|r| r.with_guessed_format())
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.decode().map_err(|e| e.to_string()))
+        else {
+            skipped += 1;
+            continue;
+        };
+        let side = img.width().min(img.height());
+        let img = img.crop_imm((img.width() - side) / 2, (img.height() - side) / 2, side, side).resize_exact(
+            s,
+            s,
+            image::imageops::FilterType::Triangle,
+        );
+        let pixels = if c == 1 { img.to_luma8().into_raw() } else { img.to_rgb8().into_raw() };
+        // HWC → CHW.
+        let plane = (s * s) as usize;
+        for ch in 0..c as usize {
+            data.extend((0..plane).map(|i| pixels[i * c as usize + ch]));
+        }
+    }
+    let n = data.len() / (c * s * s) as usize;
+    if n == 0 {
+        bail!(
+            "{}: no readable PNG or JPEG pictures ({} files, {skipped} could not be read)",
+            dir.display(),
+            files.len()
+        );
+    }
+    let images =
+        Tensor::from_slice(&data).to_kind(Kind::Float).view([n as i64, c as i64, s as i64, s as i64]) / 127.5
+            - 1.0;
+    Ok(ImageSet { images, labels: None, skipped })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut b = vec![0, 0, 8, dims.len() as u8];
+        b.extend(dims.iter().flat_map(|d| d.to_be_bytes()));
+        b.extend_from_slice(data);
+        b
+    }
+
+    #[test]
+    fn idx_plain_and_gzipped_read_the_same() {
+        let raw = idx_bytes(&[2, 1, 3], &[0, 1, 2, 3, 4, 255]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &raw).unwrap();
+        let gz = gz.finish().unwrap();
+        let want = Idx { dims: vec![2, 1, 3], data: vec![0, 1, 2, 3, 4, 255] };
+        assert_eq!(parse_idx(&raw).unwrap(), want);
+        assert_eq!(parse_idx(&gz).unwrap(), want);
+    }
+
+    #[test]
+    fn idx_errors_say_what_is_wrong() {
+        let short = idx_bytes(&[2, 2], &[1, 2, 3]);
+        assert!(parse_idx(&short).unwrap_err().to_string().contains("3 bytes follow"));
+        assert!(parse_idx(b"PNG....").unwrap_err().to_string().contains("not an IDX file"));
+        let mut float = idx_bytes(&[1], &[0, 0, 0, 0]);
+        float[2] = 0x0d;
+        assert!(parse_idx(&float).unwrap_err().to_string().contains("0x0d"));
+    }
+
+    #[test]
+    fn idx_folder_scales_pixels_and_reads_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t10k-images-idx3-ubyte"), idx_bytes(&[2, 1, 2], &[0, 255, 51, 204]))
+            .unwrap();
+        std::fs::write(dir.path().join("t10k-labels-idx1-ubyte"), idx_bytes(&[2], &[7, 3])).unwrap();
+        let set = load_idx_dir(dir.path(), Split::Test).unwrap();
+        assert_eq!(set.images.size(), [2, 1, 1, 2]);
+        let px: Vec<f32> = Vec::try_from(set.images.view(-1)).unwrap();
+        let want = [-1.0, 1.0, 51.0 / 127.5 - 1.0, 204.0 / 127.5 - 1.0];
+        assert!(px.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{px:?}");
+        assert_eq!(Vec::<i64>::try_from(set.labels.unwrap()).unwrap(), [7, 3]);
+        let err = load_idx_dir(dir.path(), Split::Train).unwrap_err().to_string();
+        assert!(err.contains("train-images-idx3-ubyte"), "{err}");
+    }
+
+    #[test]
+    fn image_folder_crops_resizes_and_counts_unreadable_files() {
+        let dir = tempfile::tempdir().unwrap();
+        // A 6×4 picture: left half red, right half blue; the centre crop keeps columns 1..5.
+        let img = image::RgbImage::from_fn(6, 4, |x, _| {
+            if x < 3 {
+                image::Rgb([255, 0, 0])
+            } else {
+                image::Rgb([0, 0, 255])
+            }
+        });
+        img.save(dir.path().join("a.png")).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        image::GrayImage::from_pixel(3, 3, image::Luma([255])).save(dir.path().join("sub/b.png")).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a picture").unwrap();
+        std::fs::write(dir.path().join("broken.png"), b"\x89PNG garbage").unwrap();
+        let set = load_image_folder(dir.path(), FolderOptions { size: 2, channels: 3 }).unwrap();
+        assert_eq!((set.len(), set.skipped), (2, 2));
+        assert_eq!(set.sample_shape(), [3, 2, 2]);
+        let a: Vec<f32> = Vec::try_from(set.images.get(0).view(-1)).unwrap();
+        // Red channel: left column mostly red, right column mostly not; blue the opposite (the
+        // resize filter blends neighbours, so not ±1 exactly).
+        let sign = |v: &[f32]| {
+            v.iter()
+                .map(|&x| {
+                    if x > 0.5 {
+                        1
+                    } else if x < -0.5 {
+                        -1
+                    } else {
+                        0
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sign(&a[0..4]), [1, -1, 1, -1], "{a:?}");
+        assert_eq!(sign(&a[8..12]), [-1, 1, -1, 1], "{a:?}");
+        assert_eq!(sign(&a[4..8]), [-1, -1, -1, -1], "no green: {a:?}");
+        let gray = load_image_folder(dir.path(), FolderOptions { size: 2, channels: 1 }).unwrap();
+        assert_eq!(gray.sample_shape(), [1, 2, 2]);
+        let empty = tempfile::tempdir().unwrap();
+        std::fs::write(empty.path().join("x.jpg"), b"nope").unwrap();
+        let err = load_image_folder(empty.path(), FolderOptions { size: 8, channels: 1 }).unwrap_err();
+        assert!(err.to_string().contains("1 could not be read"), "{err}");
+    }
+}
