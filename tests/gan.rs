@@ -37,6 +37,8 @@ fn ring8_run(seed: u64, epochs: usize, batch_norm: bool, out: std::path::PathBuf
             steps_per_epoch: Some(500),
             epochs,
             schedule: Schedule::Cosine,
+            r1: 0.0,
+            ema: 0.0,
             seed,
         },
         device: tch::Device::Cpu,

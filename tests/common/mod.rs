@@ -137,6 +137,8 @@ pub fn tiny_dcgan(size: i64, channels: i64, out: PathBuf) -> kiln_train::train_g
             steps_per_epoch: Some(5),
             epochs: 1,
             schedule: kiln_train::train_lm::Schedule::Constant,
+            r1: 0.0,
+            ema: 0.0,
             seed: 1,
         },
         device: tch::Device::Cpu,

@@ -64,9 +64,9 @@ impl DcganConfig {
         let ch = self.g_channels();
         let mut stack = vec![GenLayer::Reshape(vec![self.latent as usize, 1, 1])];
         let mut inputs = self.latent as usize;
-        for i in 0..=n {
+        for (i, &out) in ch.iter().enumerate() {
             let (kernel, stride, padding) = if i == 0 { (s0 as usize, 1, 0) } else { (4, 2, 1) };
-            let out = ch[i] as usize;
+            let out = out as usize;
             stack.push(GenLayer::ConvTranspose(ConvTranspose2d {
                 in_channels: inputs,
                 out_channels: out,

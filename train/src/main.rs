@@ -56,7 +56,7 @@ struct GanArgs {
     data: Option<String>,
     /// Continue the run saved in this checkpoint (model, data and settings as saved; --epochs
     /// may raise the total).
-    #[arg(long, value_name = "CKPT", conflicts_with_all = ["arch", "data", "loss", "latent", "hidden", "g_layers", "d_layers", "batch_norm", "pack", "g_width", "d_width", "image_size", "channels", "lr", "beta1", "schedule", "batch", "steps_per_epoch", "seed"])]
+    #[arg(long, value_name = "CKPT", conflicts_with_all = ["arch", "data", "loss", "latent", "hidden", "g_layers", "d_layers", "batch_norm", "pack", "g_width", "d_width", "image_size", "channels", "lr", "beta1", "r1", "ema", "schedule", "batch", "steps_per_epoch", "seed"])]
     resume: Option<PathBuf>,
     /// G's objective.
     #[arg(long, value_enum, default_value = "non-saturating")]
@@ -107,6 +107,13 @@ struct GanArgs {
     /// Adam β1.
     #[arg(long, default_value_t = 0.5)]
     beta1: f64,
+    /// Export an exponential moving average of G's weights with this decay (Yazıcı et al.
+    /// 2019), e.g. 0.999; 0: off, G as trained.
+    #[arg(long, default_value_t = 0.0)]
+    ema: f64,
+    /// R1 gradient penalty on real data, weight γ (Mescheder et al. 2018); 0: off.
+    #[arg(long, default_value_t = 0.0)]
+    r1: f64,
     /// Learning-rate schedule [default: cosine for mlp, constant for dcgan].
     #[arg(long, value_enum)]
     schedule: Option<ScheduleArg>,
@@ -442,8 +449,8 @@ fn gan(a: GanArgs) -> anyhow::Result<()> {
     }
     train_gan::check_arch(&arch, &shape, &spec)?;
     let train = GanTrainConfig {
+        folder: spec.starts_with("images:").then_some(folder),
         data: spec,
-        folder: images.then_some(folder),
         loss: match a.loss {
             LossArg::Minimax => GanLoss::Minimax,
             LossArg::NonSaturating => GanLoss::NonSaturating,
@@ -457,8 +464,16 @@ fn gan(a: GanArgs) -> anyhow::Result<()> {
             ScheduleArg::Constant => Schedule::Constant,
             ScheduleArg::Cosine => Schedule::Cosine,
         },
+        r1: a.r1,
+        ema: a.ema,
         seed: a.seed,
     };
+    if !(0.0..1.0).contains(&train.ema) {
+        bail!("--ema must be in [0, 1): 0 (off) or a decay such as 0.999");
+    }
+    if !(train.r1 >= 0.0 && train.r1.is_finite()) {
+        bail!("--r1 must be 0 (off) or a positive number");
+    }
     if train.epochs == 0 || train.steps_per_epoch == Some(0) || train.batch < 1 {
         bail!("--epochs, --steps-per-epoch and --batch must be at least 1");
     }

@@ -84,6 +84,13 @@ pub struct GanTrainConfig {
     pub epochs: usize,
     /// Learning-rate schedule over all steps (both networks).
     pub schedule: Schedule,
+    /// Decay of the exponential moving average of G's weights that is exported; 0 = off.
+    #[serde(default)]
+    pub ema: f64,
+    /// R1 penalty weight γ (Mescheder et al. 2018): D's loss gains γ/2 · E‖∇ₓD(x)‖² on real
+    /// data, which damps the oscillation around the data; 0 = off.
+    #[serde(default)]
+    pub r1: f64,
     pub seed: u64,
 }
 
@@ -125,15 +132,26 @@ pub struct GanRun {
 pub struct GanOutcome {
     pub g_vs: nn::VarStore,
     pub d_vs: nn::VarStore,
-    pub nets: Nets,
+    pub g: Gen,
+    pub d: Disc,
+    /// The averaged generator, when `--ema` is on (the one exported).
+    pub ema: Option<Ema>,
     pub history: Vec<GanEpoch>,
     pub meta: GeneratorMeta,
 }
 
 impl GanOutcome {
-    /// G in evaluation mode (BatchNorm with its running statistics).
+    /// The generator that is exported: the average when there is one, else G.
+    pub fn exported(&self) -> (&nn::VarStore, &Gen) {
+        match &self.ema {
+            Some(e) => (&e.vs, &e.g),
+            None => (&self.g_vs, &self.g),
+        }
+    }
+
+    /// The exported generator in evaluation mode (BatchNorm with its running statistics).
     pub fn generate(&self, z: &Tensor) -> Tensor {
-        tch::no_grad(|| self.nets.g(z, false))
+        tch::no_grad(|| self.exported().1.forward_t(z, false))
     }
 }
 
@@ -188,32 +206,89 @@ impl TrainData {
     }
 }
 
-/// G and D of either family.
-pub enum Nets {
-    Mlp(gan::Generator, gan::Discriminator),
-    Dcgan(dcgan::Generator, dcgan::Discriminator),
+/// G of either family.
+pub enum Gen {
+    Mlp(gan::Generator),
+    Dcgan(dcgan::Generator),
 }
 
-impl Nets {
-    fn new(arch: &GanArch, g: &nn::Path, d: &nn::Path) -> Self {
+impl Gen {
+    fn new(arch: &GanArch, vs: &nn::Path) -> Self {
         match arch {
-            GanArch::Mlp(c) => Nets::Mlp(gan::Generator::new(g, c), gan::Discriminator::new(d, c)),
-            GanArch::Dcgan(c) => Nets::Dcgan(dcgan::Generator::new(g, c), dcgan::Discriminator::new(d, c)),
+            GanArch::Mlp(c) => Gen::Mlp(gan::Generator::new(vs, c)),
+            GanArch::Dcgan(c) => Gen::Dcgan(dcgan::Generator::new(vs, c)),
         }
     }
 
-    pub fn g(&self, z: &Tensor, train: bool) -> Tensor {
+    pub fn forward_t(&self, z: &Tensor, train: bool) -> Tensor {
         match self {
-            Nets::Mlp(g, _) => g.forward_t(z, train),
-            Nets::Dcgan(g, _) => g.forward_t(z, train),
+            Gen::Mlp(g) => g.forward_t(z, train),
+            Gen::Dcgan(g) => g.forward_t(z, train),
+        }
+    }
+}
+
+/// D of either family.
+pub enum Disc {
+    Mlp(gan::Discriminator),
+    Dcgan(dcgan::Discriminator),
+}
+
+impl Disc {
+    fn new(arch: &GanArch, vs: &nn::Path) -> Self {
+        match arch {
+            GanArch::Mlp(c) => Disc::Mlp(gan::Discriminator::new(vs, c)),
+            GanArch::Dcgan(c) => Disc::Dcgan(dcgan::Discriminator::new(vs, c)),
         }
     }
 
-    pub fn d(&self, x: &Tensor) -> Tensor {
+    pub fn forward(&self, x: &Tensor) -> Tensor {
         match self {
-            Nets::Mlp(_, d) => d.forward(x),
-            Nets::Dcgan(_, d) => d.forward(x),
+            Disc::Mlp(d) => d.forward(x),
+            Disc::Dcgan(d) => d.forward(x),
         }
+    }
+}
+
+/// An exponential moving average of G's variables (Yazıcı et al. 2019): the averaged generator
+/// is the one exported, its samples free of the last steps' oscillation.
+pub struct Ema {
+    pub vs: nn::VarStore,
+    pub g: Gen,
+    decay: f64,
+    /// (average, live) pairs.
+    pairs: Vec<(Tensor, Tensor)>,
+}
+
+impl Ema {
+    fn new(arch: &GanArch, live: &nn::VarStore, decay: f64) -> anyhow::Result<Self> {
+        let vs = nn::VarStore::new(live.device());
+        let g = Gen::new(arch, &(vs.root() / "g"));
+        let live_vars = live.variables();
+        let mut pairs = Vec::new();
+        for (name, avg) in vs.variables() {
+            let l = live_vars.get(&name).with_context(|| format!("no live `{name}` to average"))?;
+            pairs.push((avg, l.shallow_clone()));
+        }
+        let ema = Ema { vs, g, decay, pairs };
+        ema.copy_live();
+        Ok(ema)
+    }
+
+    fn copy_live(&self) {
+        tch::no_grad(|| {
+            for (avg, live) in &self.pairs {
+                avg.shallow_clone().copy_(live);
+            }
+        });
+    }
+
+    fn update(&self) {
+        tch::no_grad(|| {
+            for (avg, live) in &self.pairs {
+                let _ = avg.shallow_clone().lerp_(live, 1.0 - self.decay);
+            }
+        });
     }
 }
 
@@ -289,6 +364,9 @@ pub fn resume_gan(
     if let Some(e) = epochs {
         train.epochs = e;
     }
+    if !train.data.starts_with("images:") {
+        train.folder = None; // only picture folders are cropped and resized
+    }
     if info.epochs_done >= train.epochs {
         bail!(
             "the checkpoint has already done {} of {} epochs: pass --epochs N with N > {}",
@@ -332,11 +410,12 @@ fn train_from(run: &GanRun, data: &TrainData, resume: Option<Resume>) -> anyhow:
     tch::manual_seed(t.seed as i64);
     let g_vs = nn::VarStore::new(device);
     let d_vs = nn::VarStore::new(device);
-    let nets = Nets::new(arch, &(g_vs.root() / "g"), &(d_vs.root() / "d"));
+    let g = Gen::new(arch, &(g_vs.root() / "g"));
+    let d = Disc::new(arch, &(d_vs.root() / "d"));
     let mut g_opt = Adam::with_betas(&g_vs, t.lr, t.beta1, 0.999);
     let mut d_opt = Adam::with_betas(&d_vs, t.lr, t.beta1, 0.999);
-    let (mut history, mut curve, start) = match resume {
-        None => (Vec::new(), Vec::new(), 0),
+    let (mut history, mut curve, start, saved) = match resume {
+        None => (Vec::new(), Vec::new(), 0, None),
         Some((info, tensors)) => {
             if info.model != *arch {
                 bail!("the checkpoint's model differs from this run's");
@@ -361,9 +440,20 @@ fn train_from(run: &GanRun, data: &TrainData, resume: Option<Resume>) -> anyhow:
             let get = |k: &str| tensors.get(k).map(|t| t.to_device(device));
             g_opt.load_state(info.g_step, get).map_err(anyhow::Error::msg)?;
             d_opt.load_state(info.d_step, get).map_err(anyhow::Error::msg)?;
-            (info.history, info.curve, info.epochs_done)
+            (info.history, info.curve, info.epochs_done, Some(tensors))
         }
     };
+    let ema = if t.ema > 0.0 { Some(Ema::new(arch, &g_vs, t.ema)?) } else { None };
+    if let (Some(ema), Some(tensors)) = (&ema, &saved) {
+        tch::no_grad(|| -> anyhow::Result<()> {
+            for (name, mut var) in ema.vs.variables() {
+                let key = format!("ema.{name}");
+                let t = tensors.get(&key).with_context(|| format!("the checkpoint lacks `{key}`"))?;
+                var.copy_(&t.to_device(device));
+            }
+            Ok(())
+        })?;
+    }
 
     let latent = arch.latent();
     let pack = arch.pack();
@@ -405,18 +495,26 @@ fn train_from(run: &GanRun, data: &TrainData, resume: Option<Resume>) -> anyhow:
             let lr = t.schedule.lr(t.lr, epoch * steps_per_epoch + step, total);
             (g_opt.lr, d_opt.lr) = (lr, lr);
             // D: maximise log D(x) + log(1 − D(G(z))).
-            let x = data.sample(n, device);
-            let fake = nets.g(&Tensor::randn([n, latent], (Kind::Float, device)), true).detach();
-            let (dr, df) = (nets.d(&x), nets.d(&fake));
-            let d_loss = bce(&dr, &ones) + bce(&df, &zeros);
+            let x = data.sample(n, device).set_requires_grad(t.r1 > 0.0);
+            let fake = g.forward_t(&Tensor::randn([n, latent], (Kind::Float, device)), true).detach();
+            let (dr, df) = (d.forward(&x), d.forward(&fake));
+            let mut d_loss = bce(&dr, &ones) + bce(&df, &zeros);
+            if t.r1 > 0.0 {
+                let grad = Tensor::run_backward(&[dr.sum(Kind::Float)], &[&x], true, true).remove(0);
+                let sq = grad.square().flatten(1, -1).sum_dim_intlist(1, false, Kind::Float);
+                d_loss += sq.mean(Kind::Float) * (t.r1 / 2.0);
+            }
             d_opt.backward_step(&d_loss, None);
             // G: one of the two objectives.
-            let df = nets.d(&nets.g(&Tensor::randn([n, latent], (Kind::Float, device)), true));
+            let df = d.forward(&g.forward_t(&Tensor::randn([n, latent], (Kind::Float, device)), true));
             let g_loss = match t.loss {
                 GanLoss::NonSaturating => bce(&df, &ones),
                 GanLoss::Minimax => -bce(&df, &zeros),
             };
             g_opt.backward_step(&g_loss, None);
+            if let Some(ema) = &ema {
+                ema.update();
+            }
             let (dl, gl) = (d_loss.double_value(&[]), g_loss.double_value(&[]));
             sums[0] += dl;
             sums[1] += gl;
@@ -459,7 +557,9 @@ fn train_from(run: &GanRun, data: &TrainData, resume: Option<Resume>) -> anyhow:
             });
         }
         if let Some(dir) = &run.log_dir {
-            let fixed = tch::no_grad(|| nets.g(&fixed_z.to_device(device), false)).to_device(Device::Cpu);
+            let shown = ema.as_ref().map_or(&g, |e| &e.g);
+            let fixed =
+                tch::no_grad(|| shown.forward_t(&fixed_z.to_device(device), false)).to_device(Device::Cpu);
             let values: Vec<f32> = Vec::try_from(&fixed.view(-1))?;
             match data {
                 TrainData::Points(m) => plots::scatter(
@@ -493,6 +593,9 @@ fn train_from(run: &GanRun, data: &TrainData, resume: Option<Resume>) -> anyhow:
             tensors.extend(d_vs.variables());
             tensors.extend(g_opt.state());
             tensors.extend(d_opt.state());
+            if let Some(ema) = &ema {
+                tensors.extend(ema.vs.variables().into_iter().map(|(k, v)| (format!("ema.{k}"), v)));
+            }
             checkpoint::save(path, &tensors, &serde_json::to_value(&info)?)?;
         }
     }
@@ -510,9 +613,9 @@ fn train_from(run: &GanRun, data: &TrainData, resume: Option<Resume>) -> anyhow:
             "final": history.last(),
         }),
     };
-    let outcome = GanOutcome { g_vs, d_vs, nets, history, meta };
+    let outcome = GanOutcome { g_vs, d_vs, g, d, ema, history, meta };
     if let Some(out) = &run.out {
-        let stack = arch.generator_stack(&outcome.g_vs)?;
+        let stack = arch.generator_stack(outcome.exported().0)?;
         let model = kiln_export::generator_model(&stack, &outcome.meta)?;
         kiln_export::write_model(&model, out)
             .with_context(|| format!("cannot export to {}", out.display()))?;
@@ -530,7 +633,7 @@ fn verify_export(o: &GanOutcome, z: &Tensor, path: &Path) -> anyhow::Result<f32>
     let g = kiln_infer::generator::GeneratorModel::load(path)?;
     let z = z.narrow(0, 0, z.size()[0].min(16));
     let n = z.size()[0] as usize;
-    let device = o.g_vs.device();
+    let device = o.exported().0.device();
     let want: Vec<f32> = Vec::try_from(&o.generate(&z.to_device(device)).to_device(Device::Cpu).view(-1))?;
     let got = g.generate(&Vec::<f32>::try_from(&z.view(-1))?, n)?;
     let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);

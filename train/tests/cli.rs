@@ -277,7 +277,19 @@ fn dcgan_on_idx_files_writes_grids_checkpoints_and_resumes_exactly() {
     let data = format!("idx:{}", dir.path().display());
     let run = |out: &Path, epochs: &str| {
         train()
-            .args(["gan", "--data", &data, "--g-width", "4", "--d-width", "4", "--latent", "8"])
+            .args([
+                "gan",
+                "--data",
+                &data,
+                "--g-width",
+                "4",
+                "--d-width",
+                "4",
+                "--latent",
+                "8",
+                "--ema",
+                "0.9",
+            ])
             .args(["--batch", "8", "--epochs", epochs, "--device", "cpu", "--out", out.to_str().unwrap()])
             .assert()
             .success()
@@ -294,7 +306,7 @@ fn dcgan_on_idx_files_writes_grids_checkpoints_and_resumes_exactly() {
     assert_eq!(g.meta().output_shape, [1, 28, 28]);
     assert_eq!(g.meta().latent, 8);
 
-    // Two epochs, then resumed to three: the same generator as the uninterrupted run.
+    // Two epochs, then resumed to three: the same (averaged) generator as the uninterrupted run.
     let part = dir.path().join("part.onnx");
     run(&part, "2");
     let ckpt = dir.path().join("part.ckpt.safetensors");

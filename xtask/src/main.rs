@@ -1,10 +1,12 @@
 //! `cargo xtask`: the project's tasks, in Rust so they need nothing but cargo and Python 3.
 //!
 //! - `cargo xtask bootstrap [--cuda]`: the pinned libtorch (from the `torch` wheel on PyPI) and
-//!   the Python tools the conformance tests use, in `.deps/` (git-ignored). Idempotent. With
+//!   the Python tools the conformance tests use, in `.deps/` (git-ignored); Fashion-MNIST from
+//!   Debian's `dataset-fashion-mnist` when missing (needs root or sudo). Idempotent. With
 //!   `--cuda`, the wheel's CUDA libraries too, for `kiln-train --device cuda`.
 //! - `cargo xtask test`: bootstrap, then the whole test suite.
-//! - `cargo xtask demo`: bootstrap, build, train the seed model, export it, query it with `kiln`.
+//! - `cargo xtask demo`: bootstrap, build, train the seed model, export it, query it with `kiln`;
+//!   sample the shipped generators (a PNG grid and an interpolation strip).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -27,7 +29,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
         _ => {
-            eprintln!("usage: cargo xtask <bootstrap [--cuda]|test|demo>\n\n  bootstrap  install libtorch (CPU part; --cuda: the full CUDA wheel) and Python tools into .deps/\n  test       bootstrap, then run every test (extra args go to cargo test)\n  demo       bootstrap, build, train the seed model and query it");
+            eprintln!("usage: cargo xtask <bootstrap [--cuda]|test|demo>\n\n  bootstrap  install libtorch (CPU part; --cuda: the full CUDA wheel) and Python tools into .deps/, and Fashion-MNIST\n  test       bootstrap, then run every test (extra args go to cargo test)\n  demo       bootstrap, build, train the seed model and query it, sample the shipped generators");
             return ExitCode::from(2);
         }
     };
@@ -72,6 +74,7 @@ fn bootstrap(cuda: bool) -> Result<Deps> {
     let wanted = if cuda { &cuda_set } else { &cpu_set };
     let have = std::fs::read_to_string(&stamp).unwrap_or_default();
     // A CUDA install serves CPU work too.
+    datasets()?;
     if (have == *wanted || have == cuda_set) && link.join("lib").is_dir() && python.exists() {
         eprintln!("xtask: .deps is up to date (libtorch at {})", link.display());
         return Ok(Deps { python });
@@ -112,6 +115,40 @@ fn bootstrap(cuda: bool) -> Result<Deps> {
     Ok(Deps { python })
 }
 
+/// Where Debian's `dataset-fashion-mnist` installs the IDX files (kiln-train's default).
+const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Installs Fashion-MNIST (Debian's `dataset-fashion-mnist`, 30 MB) when it is missing and this
+/// user may run apt-get (root, or sudo without a password).
+fn datasets() -> Result {
+    if Path::new(FASHION_MNIST).join("t10k-labels-idx1-ubyte.gz").is_file() {
+        return Ok(());
+    }
+    let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    let sudo_ok = !is_root && Command::new("sudo").args(["-n", "true"]).status().is_ok_and(|s| s.success());
+    if !is_root && !sudo_ok {
+        return Err(format!(
+            "Fashion-MNIST is missing ({FASHION_MNIST}) and apt-get needs root: run \
+             `sudo apt-get install dataset-fashion-mnist`, then this again"
+        ));
+    }
+    let apt = |args: &[&str]| {
+        let mut c = if is_root { Command::new("apt-get") } else { Command::new("sudo") };
+        if !is_root {
+            c.args(["-n", "apt-get"]);
+        }
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut c)
+    };
+    let install = ["install", "-y", "-q", "--no-install-recommends", "dataset-fashion-mnist"];
+    if apt(&install).is_err() {
+        // A fresh machine may not have read the package lists yet.
+        apt(&["update", "-q"])?;
+        apt(&install)?;
+    }
+    Ok(())
+}
+
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
@@ -142,5 +179,28 @@ fn demo() -> Result {
     }
     println!("\n== kiln generate {} \"you\" -n 8 --seed 1", model.display());
     run(Command::new(bin.join("kiln")).arg("generate").arg(&model).args(["you", "-n", "8", "--seed", "1"]))?;
+
+    let models = root().join("models");
+    let fashion = models.join("fashion-dcgan.onnx");
+    println!("\n== The shipped Fashion-MNIST DCGAN generator (kiln info)");
+    run(Command::new(bin.join("kiln")).arg("info").arg(&fashion))?;
+    let grid = out.join("fashion-samples.png");
+    println!("\n== kiln sample {} -n 64 --seed 3 -o {}", fashion.display(), grid.display());
+    run(Command::new(bin.join("kiln"))
+        .arg("sample")
+        .arg(&fashion)
+        .args(["-n", "64", "--seed", "3", "-o"])
+        .arg(&grid))?;
+    let strip = out.join("fashion-interpolation.png");
+    println!("\n== kiln interpolate {} --from 1 --to 2 --steps 10 -o {}", fashion.display(), strip.display());
+    run(Command::new(bin.join("kiln"))
+        .arg("interpolate")
+        .arg(&fashion)
+        .args(["--from", "1", "--to", "2", "--steps", "10", "-o"])
+        .arg(&strip))?;
+    let ring = models.join("ring8-gan.onnx");
+    println!("\n== kiln-train eval {} --data ring8", ring.display());
+    run(Command::new(bin.join("kiln-train")).arg("eval").arg(&ring).args(["--data", "ring8"]))?;
+    println!("\nPictures: {} and {}", grid.display(), strip.display());
     Ok(())
 }
