@@ -56,7 +56,7 @@ struct GanArgs {
     data: Option<String>,
     /// Continue the run saved in this checkpoint (model, data and settings as saved; --epochs
     /// may raise the total).
-    #[arg(long, value_name = "CKPT", conflicts_with_all = ["arch", "data", "loss", "latent", "hidden", "g_layers", "d_layers", "batch_norm", "pack", "g_width", "d_width", "image_size", "channels", "lr", "beta1", "r1", "ema", "schedule", "batch", "steps_per_epoch", "seed"])]
+    #[arg(long, value_name = "CKPT", conflicts_with_all = ["arch", "data", "loss", "latent", "hidden", "g_layers", "d_layers", "batch_norm", "pack", "g_width", "d_width", "image_size", "channels", "lr", "beta1", "r1", "schedule", "batch", "steps_per_epoch", "seed"])]
     resume: Option<PathBuf>,
     /// G's objective.
     #[arg(long, value_enum, default_value = "non-saturating")]
@@ -108,9 +108,10 @@ struct GanArgs {
     #[arg(long, default_value_t = 0.5)]
     beta1: f64,
     /// Export an exponential moving average of G's weights with this decay (Yazıcı et al.
-    /// 2019), e.g. 0.999; 0: off, G as trained.
-    #[arg(long, default_value_t = 0.0)]
-    ema: f64,
+    /// 2019), e.g. 0.999; 0: off, G as trained [default: 0]. With --resume: start (or re-decay)
+    /// the average from the checkpoint's weights.
+    #[arg(long)]
+    ema: Option<f64>,
     /// R1 gradient penalty on real data, weight γ (Mescheder et al. 2018); 0: off.
     #[arg(long, default_value_t = 0.0)]
     r1: f64,
@@ -411,7 +412,10 @@ fn gan(a: GanArgs) -> anyhow::Result<()> {
         }
         let out = a.out.clone();
         let log_dir = a.log_dir.clone().or(log_dir);
-        let run = train_gan::resume_gan(ckpt, a.epochs, device, out, log_dir, GanLog::Progress)?;
+        if a.ema.is_some_and(|e| !(0.0..1.0).contains(&e)) {
+            bail!("--ema must be in [0, 1): 0 (off) or a decay such as 0.999");
+        }
+        let run = train_gan::resume_gan(ckpt, a.epochs, a.ema, device, out, log_dir, GanLog::Progress)?;
         print_final(&run.history);
         return Ok(());
     }
@@ -465,7 +469,7 @@ fn gan(a: GanArgs) -> anyhow::Result<()> {
             ScheduleArg::Cosine => Schedule::Cosine,
         },
         r1: a.r1,
-        ema: a.ema,
+        ema: a.ema.unwrap_or(0.0),
         seed: a.seed,
     };
     if !(0.0..1.0).contains(&train.ema) {

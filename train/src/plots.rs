@@ -92,6 +92,7 @@ pub fn loss_curve(path: &Path, curve: &[CurvePoint], title: &str) -> anyhow::Res
         }
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .label_font(("sans-serif", 14))

@@ -346,10 +346,12 @@ pub fn train_from_loaded(run: &GanRun, data: &TrainData) -> anyhow::Result<GanOu
     train_from(run, data, None)
 }
 
-/// Continues the run saved in `checkpoint_path` up to `epochs` epochs in all (default: as saved).
+/// Continues the run saved in `checkpoint_path` up to `epochs` epochs in all (default: as saved);
+/// `ema` switches the weight average on (from the saved weights), off, or changes its decay.
 pub fn resume_gan(
     checkpoint_path: &Path,
     epochs: Option<usize>,
+    ema: Option<f64>,
     device: Device,
     out: Option<PathBuf>,
     log_dir: Option<PathBuf>,
@@ -366,6 +368,9 @@ pub fn resume_gan(
     }
     if !train.data.starts_with("images:") {
         train.folder = None; // only picture folders are cropped and resized
+    }
+    if let Some(decay) = ema {
+        train.ema = decay;
     }
     if info.epochs_done >= train.epochs {
         bail!(
@@ -444,7 +449,9 @@ fn train_from(run: &GanRun, data: &TrainData, resume: Option<Resume>) -> anyhow:
         }
     };
     let ema = if t.ema > 0.0 { Some(Ema::new(arch, &g_vs, t.ema)?) } else { None };
-    if let (Some(ema), Some(tensors)) = (&ema, &saved) {
+    // A checkpoint without an average (EMA switched on at resume): it starts from G's weights.
+    let saved_ema = saved.as_ref().filter(|t| t.keys().any(|k| k.starts_with("ema.")));
+    if let (Some(ema), Some(tensors)) = (&ema, saved_ema) {
         tch::no_grad(|| -> anyhow::Result<()> {
             for (name, mut var) in ema.vs.variables() {
                 let key = format!("ema.{name}");

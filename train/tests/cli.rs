@@ -353,6 +353,16 @@ fn picture_folders_are_read_and_unreadable_files_counted() {
         .stdout(predicate::str::contains("6 images, 1 unreadable files skipped"));
     let g = kiln_infer::generator::GeneratorModel::load(&out).unwrap();
     assert_eq!(g.meta().output_shape, [3, 32, 32]);
+    // The weight average can be switched on when resuming; it starts from the saved weights.
+    let ckpt = dir.path().join("g.ckpt.safetensors");
+    train()
+        .args(["gan", "--resume", ckpt.to_str().unwrap(), "--epochs", "2", "--ema", "0.5", "--device", "cpu"])
+        .args(["--out", out.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("epoch    2/2"));
+    let info = kiln_infer::generator::GeneratorModel::load(&out).unwrap().meta().train_config.clone();
+    assert_eq!(info["train"]["ema"], 0.5);
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     fails(&["gan", "--data", &format!("images:{}", empty.display())], "no readable PNG or JPEG pictures");
