@@ -74,3 +74,13 @@ pub fn load(path: &Path) -> Result<Loaded, CheckpointError> {
     }
     Ok(Loaded { tensors, info })
 }
+
+/// Resuming needs epochs left to run: `done` of `total` saved.
+pub fn check_epochs_left(done: usize, total: usize) -> anyhow::Result<()> {
+    if done >= total {
+        anyhow::bail!(
+            "the checkpoint has already done {done} of {total} epochs: pass --epochs N with N > {done}"
+        );
+    }
+    Ok(())
+}

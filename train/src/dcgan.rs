@@ -15,7 +15,7 @@
 //! Parameter paths (`g.convt0.weight`, `g.bn0.running_mean`, …, `d.conv0.weight`, …) are part of
 //! the export contract: [`DcganConfig::generator_stack`] reads them.
 
-use kiln_export::layers::{Activation, BatchNorm, ConvTranspose2d};
+use kiln_export::layers::{Activation, ConvTranspose2d};
 use kiln_export::GenLayer;
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, nn::ModuleT, Tensor};
@@ -77,14 +77,7 @@ impl DcganConfig {
                 bias: None,
             }));
             if i < n {
-                stack.push(GenLayer::BatchNorm(BatchNorm {
-                    channels: out,
-                    gamma: p.take(&format!("g.bn{i}.weight"))?,
-                    beta: p.take(&format!("g.bn{i}.bias"))?,
-                    running_mean: p.take(&format!("g.bn{i}.running_mean"))?,
-                    running_var: p.take(&format!("g.bn{i}.running_var"))?,
-                    eps: 1e-5,
-                }));
+                stack.push(GenLayer::BatchNorm(p.batch_norm(&format!("g.bn{i}"), out)?));
                 stack.push(GenLayer::Activation(Activation::Relu));
             } else {
                 stack.push(GenLayer::Activation(Activation::Tanh));

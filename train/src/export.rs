@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use kiln_export::layers::{Embedding, Linear, LstmLayer};
+use kiln_export::layers::{BatchNorm, Embedding, Linear, LstmLayer};
 use kiln_export::{ExportError, NextWordWeights};
 use kiln_infer::contract::NextWordMeta;
 use tch::{nn, Tensor};
@@ -30,6 +30,18 @@ impl Params {
             .ok_or_else(|| ExportError::Invalid(format!("the model has no parameter `{name}`")))?;
         let t = t.detach().to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous();
         Vec::<f32>::try_from(&t.view(-1)).map_err(|e| ExportError::Invalid(format!("{name}: {e}")))
+    }
+
+    /// A BatchNorm layer's four tensors under `prefix` (PyTorch's eps, 1e-5), in eval mode.
+    pub(crate) fn batch_norm(&mut self, prefix: &str, channels: usize) -> Result<BatchNorm, ExportError> {
+        Ok(BatchNorm {
+            channels,
+            gamma: self.take(&format!("{prefix}.weight"))?,
+            beta: self.take(&format!("{prefix}.bias"))?,
+            running_mean: self.take(&format!("{prefix}.running_mean"))?,
+            running_var: self.take(&format!("{prefix}.running_var"))?,
+            eps: 1e-5,
+        })
     }
 
     pub(crate) fn finish(self) -> Result<(), ExportError> {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln_export::layers::{Activation, BatchNorm, Linear};
+use kiln_export::layers::{Activation, Linear};
 use kiln_export::GenLayer;
 use kiln_infer::contract::GeneratorMeta;
 use kiln_infer::samples::Samples;
@@ -372,14 +372,7 @@ pub fn resume_gan(
     if let Some(decay) = ema {
         train.ema = decay;
     }
-    if info.epochs_done >= train.epochs {
-        bail!(
-            "the checkpoint has already done {} of {} epochs: pass --epochs N with N > {}",
-            info.epochs_done,
-            train.epochs,
-            info.epochs_done
-        );
-    }
+    checkpoint::check_epochs_left(info.epochs_done, train.epochs)?;
     let run = GanRun {
         model: info.model.clone(),
         train,
@@ -668,14 +661,7 @@ pub fn generator_stack(vs: &nn::VarStore, c: &MlpGanConfig) -> anyhow::Result<Ve
             bias: p.take(&format!("g.l{i}.bias"))?,
         }));
         if c.batch_norm {
-            stack.push(GenLayer::BatchNorm(BatchNorm {
-                channels: h,
-                gamma: p.take(&format!("g.bn{i}.weight"))?,
-                beta: p.take(&format!("g.bn{i}.bias"))?,
-                running_mean: p.take(&format!("g.bn{i}.running_mean"))?,
-                running_var: p.take(&format!("g.bn{i}.running_var"))?,
-                eps: 1e-5,
-            }));
+            stack.push(GenLayer::BatchNorm(p.batch_norm(&format!("g.bn{i}"), h)?));
         }
         stack.push(GenLayer::Activation(Activation::Relu));
         width = h;

@@ -233,14 +233,7 @@ pub fn resume_lm(
     if let Some(e) = epochs {
         train.epochs = e;
     }
-    if info.epochs_done >= train.epochs {
-        bail!(
-            "the checkpoint has already done {} of {} epochs: pass --epochs N with N > {}",
-            info.epochs_done,
-            train.epochs,
-            info.epochs_done
-        );
-    }
+    checkpoint::check_epochs_left(info.epochs_done, train.epochs)?;
     let data = prepare_data(&train, info.model.context as usize, Some(Vocab::new(info.vocab.clone())))?;
     let run = LmRun {
         model: info.model.clone(),
