@@ -32,6 +32,7 @@ fn ring8_run(seed: u64, epochs: usize, batch_norm: bool, out: std::path::PathBuf
             folder: None,
             loss: GanLoss::NonSaturating,
             lr: 3e-4,
+            d_lr: None,
             beta1: 0.5,
             batch: 256,
             steps_per_epoch: Some(500),

@@ -132,6 +132,7 @@ pub fn tiny_dcgan(size: i64, channels: i64, out: PathBuf) -> kiln_train::train_g
             folder: None,
             loss: GanLoss::NonSaturating,
             lr: 2e-4,
+            d_lr: None,
             beta1: 0.5,
             batch: 8,
             steps_per_epoch: Some(5),

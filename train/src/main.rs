@@ -56,7 +56,7 @@ struct GanArgs {
     data: Option<String>,
     /// Continue the run saved in this checkpoint (model, data and settings as saved; --epochs
     /// may raise the total).
-    #[arg(long, value_name = "CKPT", conflicts_with_all = ["arch", "data", "loss", "latent", "hidden", "g_layers", "d_layers", "batch_norm", "pack", "g_width", "d_width", "image_size", "channels", "lr", "beta1", "r1", "schedule", "batch", "steps_per_epoch", "seed"])]
+    #[arg(long, value_name = "CKPT", conflicts_with_all = ["arch", "data", "loss", "latent", "hidden", "g_layers", "d_layers", "batch_norm", "pack", "g_width", "d_width", "image_size", "channels", "lr", "d_lr", "beta1", "r1", "schedule", "batch", "steps_per_epoch", "seed"])]
     resume: Option<PathBuf>,
     /// G's objective.
     #[arg(long, value_enum, default_value = "non-saturating")]
@@ -104,6 +104,10 @@ struct GanArgs {
     /// Adam learning rate, both networks [default: 3e-4 for mlp, 2e-4 for dcgan].
     #[arg(long)]
     lr: Option<f64>,
+    /// D's learning rate, when it should differ from G's (two time-scale update rule, Heusel
+    /// et al. 2017) [default: --lr].
+    #[arg(long)]
+    d_lr: Option<f64>,
     /// Adam β1.
     #[arg(long, default_value_t = 0.5)]
     beta1: f64,
@@ -460,6 +464,7 @@ fn gan(a: GanArgs) -> anyhow::Result<()> {
             LossArg::NonSaturating => GanLoss::NonSaturating,
         },
         lr: a.lr.unwrap_or(if dc { 2e-4 } else { 3e-4 }),
+        d_lr: a.d_lr,
         beta1: a.beta1,
         batch: a.batch.unwrap_or(if dc { 128 } else { 256 }),
         steps_per_epoch: a.steps_per_epoch.or((!images).then_some(500)),
@@ -481,8 +486,9 @@ fn gan(a: GanArgs) -> anyhow::Result<()> {
     if train.epochs == 0 || train.steps_per_epoch == Some(0) || train.batch < 1 {
         bail!("--epochs, --steps-per-epoch and --batch must be at least 1");
     }
-    if !(train.lr > 0.0 && train.lr.is_finite()) || !(0.0..1.0).contains(&train.beta1) {
-        bail!("--lr must be a positive number and --beta1 in [0, 1)");
+    let positive = |v: f64| v > 0.0 && v.is_finite();
+    if !positive(train.lr) || !train.d_lr.is_none_or(positive) || !(0.0..1.0).contains(&train.beta1) {
+        bail!("--lr and --d-lr must be positive numbers and --beta1 in [0, 1)");
     }
     let run = GanRun { model: arch, train, device, out: a.out, checkpoint, log_dir, log: GanLog::Progress };
     let outcome = train_gan::train_from_loaded(&run, &data)?;

@@ -75,7 +75,12 @@ pub struct GanTrainConfig {
     #[serde(default)]
     pub folder: Option<FolderOptions>,
     pub loss: GanLoss,
+    /// G's learning rate, and D's unless `d_lr` is set.
     pub lr: f64,
+    /// D's learning rate when it differs from G's (two time-scale update rule, Heusel et al.
+    /// 2017).
+    #[serde(default)]
+    pub d_lr: Option<f64>,
     pub beta1: f64,
     /// Packs per step (each of `pack` samples).
     pub batch: i64,
@@ -411,7 +416,8 @@ fn train_from(run: &GanRun, data: &TrainData, resume: Option<Resume>) -> anyhow:
     let g = Gen::new(arch, &(g_vs.root() / "g"));
     let d = Disc::new(arch, &(d_vs.root() / "d"));
     let mut g_opt = Adam::with_betas(&g_vs, t.lr, t.beta1, 0.999);
-    let mut d_opt = Adam::with_betas(&d_vs, t.lr, t.beta1, 0.999);
+    let d_base = t.d_lr.unwrap_or(t.lr);
+    let mut d_opt = Adam::with_betas(&d_vs, d_base, t.beta1, 0.999);
     let (mut history, mut curve, start, saved) = match resume {
         None => (Vec::new(), Vec::new(), 0, None),
         Some((info, tensors)) => {
@@ -492,8 +498,8 @@ fn train_from(run: &GanRun, data: &TrainData, resume: Option<Resume>) -> anyhow:
         let mut sums = [0f64; 4];
         let mut window = [0f64; 2];
         for step in 0..steps_per_epoch {
-            let lr = t.schedule.lr(t.lr, epoch * steps_per_epoch + step, total);
-            (g_opt.lr, d_opt.lr) = (lr, lr);
+            let at = epoch * steps_per_epoch + step;
+            (g_opt.lr, d_opt.lr) = (t.schedule.lr(t.lr, at, total), t.schedule.lr(d_base, at, total));
             // D: maximise log D(x) + log(1 − D(G(z))).
             let x = data.sample(n, device).set_requires_grad(t.r1 > 0.0);
             let fake = g.forward_t(&Tensor::randn([n, latent], (Kind::Float, device)), true).detach();

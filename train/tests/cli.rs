@@ -235,6 +235,8 @@ fn gan_trains_exports_and_evaluates_and_refuses_bad_input() {
 
     fails(&["gan", "--data", "moons"], "--data moons: expected ring8, grid25, fashion-mnist, idx:FOLDER");
     fails(&["gan", "--data", "ring8", "--arch", "dcgan"], "--arch dcgan trains on images");
+    fails(&["gan", "--data", "ring8", "--d-lr", "0"], "--lr and --d-lr must be positive numbers");
+    fails(&["gan", "--data", "ring8", "--ema", "1"], "--ema must be in [0, 1)");
     fails(&["gan", "--data", "idx:no/such/dir"], "no train-images-idx3-ubyte");
     fails(&["gan", "--data", "images:no/such/dir"], "no/such/dir: not a folder");
     fails(&["eval", out_s, "--data", "fashion-mnist"], "needs 1×28×28 images");
