@@ -75,6 +75,30 @@ pub fn load(path: &Path) -> Result<Loaded, CheckpointError> {
     Ok(Loaded { tensors, info })
 }
 
+/// Copies `tensors[prefix + name]` into each variable of `vs` (onto the variable's device),
+/// checking that every one is there with the right shape.
+pub fn restore(
+    vs: &tch::nn::VarStore,
+    tensors: &HashMap<String, Tensor>,
+    prefix: &str,
+) -> anyhow::Result<()> {
+    tch::no_grad(|| {
+        for (name, mut var) in vs.variables() {
+            let key = format!("{prefix}{name}");
+            let saved = tensors.get(&key).ok_or_else(|| anyhow::anyhow!("the checkpoint lacks `{key}`"))?;
+            if saved.size() != var.size() {
+                anyhow::bail!(
+                    "`{key}` has shape {:?} in the checkpoint, {:?} here",
+                    saved.size(),
+                    var.size()
+                );
+            }
+            var.copy_(&saved.to_device(var.device()));
+        }
+        Ok(())
+    })
+}
+
 /// Resuming needs epochs left to run: `done` of `total` saved.
 pub fn check_epochs_left(done: usize, total: usize) -> anyhow::Result<()> {
     if done >= total {

@@ -131,14 +131,7 @@ pub fn load_or_train(
             })?;
         let mut vs = nn::VarStore::new(Device::Cpu);
         let model = Classifier::new(&vs.root());
-        tch::no_grad(|| -> anyhow::Result<()> {
-            for (name, mut var) in vs.variables() {
-                let t =
-                    loaded.tensors.get(&name).with_context(|| format!("{}: no `{name}`", path.display()))?;
-                var.copy_(t);
-            }
-            Ok(())
-        })?;
+        checkpoint::restore(&vs, &loaded.tensors, "").with_context(|| format!("{}", path.display()))?;
         vs.freeze();
         return Ok(Trained { vs, model, info, cached: true });
     }

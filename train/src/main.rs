@@ -415,7 +415,6 @@ fn gan(a: GanArgs) -> anyhow::Result<()> {
             bail!("--epochs must be at least 1");
         }
         let out = a.out.clone();
-        let log_dir = a.log_dir.clone().or(log_dir);
         if a.ema.is_some_and(|e| !(0.0..1.0).contains(&e)) {
             bail!("--ema must be in [0, 1): 0 (off) or a decay such as 0.999");
         }
@@ -455,7 +454,6 @@ fn gan(a: GanArgs) -> anyhow::Result<()> {
             "--latent, --hidden, --g-layers, --d-layers, --pack, --g-width and --d-width must be at least 1"
         );
     }
-    train_gan::check_arch(&arch, &shape, &spec)?;
     let train = GanTrainConfig {
         folder: spec.starts_with("images:").then_some(folder),
         data: spec,

@@ -424,23 +424,8 @@ fn train_from(run: &GanRun, data: &TrainData, resume: Option<Resume>) -> anyhow:
             if info.model != *arch {
                 bail!("the checkpoint's model differs from this run's");
             }
-            tch::no_grad(|| -> anyhow::Result<()> {
-                for vs in [&g_vs, &d_vs] {
-                    for (name, mut var) in vs.variables() {
-                        let saved =
-                            tensors.get(&name).with_context(|| format!("the checkpoint lacks `{name}`"))?;
-                        if saved.size() != var.size() {
-                            bail!(
-                                "`{name}` has shape {:?} in the checkpoint, {:?} here",
-                                saved.size(),
-                                var.size()
-                            );
-                        }
-                        var.copy_(&saved.to_device(device));
-                    }
-                }
-                Ok(())
-            })?;
+            checkpoint::restore(&g_vs, &tensors, "")?;
+            checkpoint::restore(&d_vs, &tensors, "")?;
             let get = |k: &str| tensors.get(k).map(|t| t.to_device(device));
             g_opt.load_state(info.g_step, get).map_err(anyhow::Error::msg)?;
             d_opt.load_state(info.d_step, get).map_err(anyhow::Error::msg)?;
@@ -451,14 +436,7 @@ fn train_from(run: &GanRun, data: &TrainData, resume: Option<Resume>) -> anyhow:
     // A checkpoint without an average (EMA switched on at resume): it starts from G's weights.
     let saved_ema = saved.as_ref().filter(|t| t.keys().any(|k| k.starts_with("ema.")));
     if let (Some(ema), Some(tensors)) = (&ema, saved_ema) {
-        tch::no_grad(|| -> anyhow::Result<()> {
-            for (name, mut var) in ema.vs.variables() {
-                let key = format!("ema.{name}");
-                let t = tensors.get(&key).with_context(|| format!("the checkpoint lacks `{key}`"))?;
-                var.copy_(&t.to_device(device));
-            }
-            Ok(())
-        })?;
+        checkpoint::restore(&ema.vs, tensors, "ema.")?;
     }
 
     let latent = arch.latent();

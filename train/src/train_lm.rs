@@ -265,15 +265,7 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Resume>) 
     let (mut history, start) = match resume {
         None => (Vec::new(), 0),
         Some((info, tensors)) => {
-            tch::no_grad(|| -> anyhow::Result<()> {
-                for (name, mut var) in vs.variables() {
-                    let t = tensors
-                        .get(&format!("model.{name}"))
-                        .with_context(|| format!("the checkpoint lacks `model.{name}`"))?;
-                    var.copy_(&t.to_device(device));
-                }
-                Ok(())
-            })?;
+            checkpoint::restore(&vs, &tensors, "model.")?;
             adam.load_state(info.adam_step, |k| tensors.get(k).map(|t| t.to_device(device)))
                 .map_err(anyhow::Error::msg)?;
             (info.history, info.epochs_done)
