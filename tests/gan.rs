@@ -26,6 +26,7 @@ fn ring8_run(seed: u64, epochs: usize, batch_norm: bool, out: std::path::PathBuf
             dim: 2,
             batch_norm,
             pack: 1,
+            maxout: 1,
         }),
         train: GanTrainConfig {
             data: "ring8".into(),
@@ -39,6 +40,7 @@ fn ring8_run(seed: u64, epochs: usize, batch_norm: bool, out: std::path::PathBuf
             epochs,
             schedule: Schedule::Cosine,
             r1: 0.0,
+            d_steps: 1,
             ema: 0.0,
             seed,
         },

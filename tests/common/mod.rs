@@ -139,6 +139,7 @@ pub fn tiny_dcgan(size: i64, channels: i64, out: PathBuf) -> kiln_train::train_g
             epochs: 1,
             schedule: kiln_train::train_lm::Schedule::Constant,
             r1: 0.0,
+            d_steps: 1,
             ema: 0.0,
             seed: 1,
         },

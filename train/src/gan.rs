@@ -22,6 +22,14 @@ pub struct MlpGanConfig {
     pub batch_norm: bool,
     /// PacGAN packing: D judges `pack` samples at once (1 = a plain GAN).
     pub pack: i64,
+    /// D's hidden units: maxout over this many linear pieces (Goodfellow et al. 2013, the
+    /// discriminator of the VEEGAN and PacGAN 2-D experiments); 1 = LeakyReLU(0.2).
+    #[serde(default = "one")]
+    pub maxout: i64,
+}
+
+fn one() -> i64 {
+    1
 }
 
 /// G: `[batch, latent]` → `[batch, dim]`; Linear (+ BatchNorm) + ReLU per hidden layer.
@@ -60,13 +68,15 @@ impl Generator {
     }
 }
 
-/// D: `pack` samples `[batch·pack, dim]` → one logit per pack `[batch]`; LeakyReLU(0.2).
+/// D: `pack` samples `[batch·pack, dim]` → one logit per pack `[batch]`; LeakyReLU(0.2) or
+/// maxout units.
 #[derive(Debug)]
 pub struct Discriminator {
     hidden: Vec<nn::Linear>,
     out: nn::Linear,
     pack: i64,
     dim: i64,
+    maxout: i64,
 }
 
 impl Discriminator {
@@ -74,7 +84,7 @@ impl Discriminator {
         let mut width = c.dim * c.pack;
         let hidden = (0..c.d_layers)
             .map(|i| {
-                let l = nn::linear(vs / format!("l{i}"), width, c.hidden, Default::default());
+                let l = nn::linear(vs / format!("l{i}"), width, c.hidden * c.maxout, Default::default());
                 width = c.hidden;
                 l
             })
@@ -84,6 +94,7 @@ impl Discriminator {
             out: nn::linear(vs / "out", width, 1, Default::default()),
             pack: c.pack,
             dim: c.dim,
+            maxout: c.maxout,
         }
     }
 
@@ -91,8 +102,47 @@ impl Discriminator {
         let mut h = x.view([-1, self.pack * self.dim]); // [batch, pack·dim]
         for l in &self.hidden {
             let a = l.forward(&h);
-            h = a.maximum(&(&a * 0.2)); // LeakyReLU(0.2)
+            h = if self.maxout > 1 {
+                // Unit j is the largest of its pieces: columns j·maxout … (j+1)·maxout − 1.
+                let rows = a.size()[0];
+                a.view([rows, -1, self.maxout]).amax([2], false)
+            } else {
+                a.maximum(&(&a * 0.2)) // LeakyReLU(0.2)
+            };
         }
         self.out.forward(&h).view([-1]) // [batch]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A maxout unit is the largest of its `maxout` consecutive pieces of the layer's output.
+    #[test]
+    fn maxout_units_take_the_largest_piece() {
+        tch::manual_seed(0);
+        let c = MlpGanConfig {
+            latent: 2,
+            hidden: 4,
+            g_layers: 1,
+            d_layers: 1,
+            dim: 2,
+            batch_norm: false,
+            pack: 1,
+            maxout: 3,
+        };
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let d = Discriminator::new(&(vs.root() / "d"), &c);
+        let x = Tensor::randn([5, 2], tch::kind::FLOAT_CPU);
+        let pieces = d.hidden[0].forward(&x); // [5, 12]
+        assert_eq!(pieces.size(), [5, 12]);
+        let mut units = Vec::new();
+        for j in 0..4 {
+            units.push(pieces.narrow(1, j * 3, 3).amax([1], true)); // [5, 1]
+        }
+        let expected = d.out.forward(&Tensor::cat(&units, 1)).view([-1]);
+        let got = d.forward(&x);
+        assert!((got - expected).abs().max().double_value(&[]) < 1e-6);
     }
 }

@@ -56,7 +56,7 @@ struct GanArgs {
     data: Option<String>,
     /// Continue the run saved in this checkpoint (model, data and settings as saved; --epochs
     /// may raise the total).
-    #[arg(long, value_name = "CKPT", conflicts_with_all = ["arch", "data", "loss", "latent", "hidden", "g_layers", "d_layers", "batch_norm", "pack", "g_width", "d_width", "image_size", "channels", "lr", "d_lr", "beta1", "r1", "schedule", "batch", "steps_per_epoch", "seed"])]
+    #[arg(long, value_name = "CKPT", conflicts_with_all = ["arch", "data", "loss", "latent", "hidden", "g_layers", "d_layers", "batch_norm", "pack", "maxout", "d_steps", "g_width", "d_width", "image_size", "channels", "lr", "d_lr", "beta1", "r1", "schedule", "batch", "steps_per_epoch", "seed"])]
     resume: Option<PathBuf>,
     /// G's objective.
     #[arg(long, value_enum, default_value = "non-saturating")]
@@ -89,6 +89,10 @@ struct GanArgs {
     /// mlp: PacGAN packing degree (D judges this many samples together; 1 = plain GAN).
     #[arg(long, default_value_t = 1)]
     pack: i64,
+    /// mlp: D's hidden units are maxout units of this many pieces (as in the VEEGAN and PacGAN
+    /// 2-D experiments); 1: LeakyReLU(0.2).
+    #[arg(long, default_value_t = 1)]
+    maxout: i64,
     /// dcgan: channels of G's last hidden layer (doubling towards the noise).
     #[arg(long, default_value_t = 64)]
     g_width: i64,
@@ -119,6 +123,9 @@ struct GanArgs {
     /// R1 gradient penalty on real data, weight γ (Mescheder et al. 2018); 0: off.
     #[arg(long, default_value_t = 0.0)]
     r1: f64,
+    /// D updates per G update (k in Goodfellow et al. 2014, Algorithm 1).
+    #[arg(long, default_value_t = 1)]
+    d_steps: usize,
     /// Learning-rate schedule [default: cosine for mlp, constant for dcgan].
     #[arg(long, value_enum)]
     schedule: Option<ScheduleArg>,
@@ -440,6 +447,7 @@ fn gan(a: GanArgs) -> anyhow::Result<()> {
             dim: shape.iter().product::<usize>() as i64,
             batch_norm: a.batch_norm,
             pack: a.pack,
+            maxout: a.maxout,
         }),
         ArchArg::Dcgan => GanArch::Dcgan(DcganConfig {
             latent,
@@ -449,9 +457,13 @@ fn gan(a: GanArgs) -> anyhow::Result<()> {
             d_width: a.d_width,
         }),
     };
-    if [latent, a.hidden, a.g_layers, a.d_layers, a.pack, a.g_width, a.d_width].iter().any(|&v| v < 1) {
+    if [latent, a.hidden, a.g_layers, a.d_layers, a.pack, a.maxout, a.g_width, a.d_width]
+        .iter()
+        .any(|&v| v < 1)
+    {
         bail!(
-            "--latent, --hidden, --g-layers, --d-layers, --pack, --g-width and --d-width must be at least 1"
+            "--latent, --hidden, --g-layers, --d-layers, --pack, --maxout, --g-width and --d-width must be at \
+             least 1"
         );
     }
     let train = GanTrainConfig {
@@ -472,6 +484,7 @@ fn gan(a: GanArgs) -> anyhow::Result<()> {
             ScheduleArg::Cosine => Schedule::Cosine,
         },
         r1: a.r1,
+        d_steps: a.d_steps,
         ema: a.ema.unwrap_or(0.0),
         seed: a.seed,
     };
@@ -481,8 +494,8 @@ fn gan(a: GanArgs) -> anyhow::Result<()> {
     if !(train.r1 >= 0.0 && train.r1.is_finite()) {
         bail!("--r1 must be 0 (off) or a positive number");
     }
-    if train.epochs == 0 || train.steps_per_epoch == Some(0) || train.batch < 1 {
-        bail!("--epochs, --steps-per-epoch and --batch must be at least 1");
+    if train.epochs == 0 || train.steps_per_epoch == Some(0) || train.batch < 1 || train.d_steps == 0 {
+        bail!("--epochs, --steps-per-epoch, --batch and --d-steps must be at least 1");
     }
     let positive = |v: f64| v > 0.0 && v.is_finite();
     if !positive(train.lr) || !train.d_lr.is_none_or(positive) || !(0.0..1.0).contains(&train.beta1) {

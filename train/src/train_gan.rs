@@ -96,7 +96,15 @@ pub struct GanTrainConfig {
     /// data, which damps the oscillation around the data; 0 = off.
     #[serde(default)]
     pub r1: f64,
+    /// D updates per G update (k in Goodfellow et al. 2014, Algorithm 1), each on fresh data
+    /// and noise.
+    #[serde(default = "one")]
+    pub d_steps: usize,
     pub seed: u64,
+}
+
+fn one() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -478,17 +486,24 @@ fn train_from(run: &GanRun, data: &TrainData, resume: Option<Resume>) -> anyhow:
         for step in 0..steps_per_epoch {
             let at = epoch * steps_per_epoch + step;
             (g_opt.lr, d_opt.lr) = (t.schedule.lr(t.lr, at, total), t.schedule.lr(d_base, at, total));
-            // D: maximise log D(x) + log(1 − D(G(z))).
-            let x = data.sample(n, device).set_requires_grad(t.r1 > 0.0);
-            let fake = g.forward_t(&Tensor::randn([n, latent], (Kind::Float, device)), true).detach();
-            let (dr, df) = (d.forward(&x), d.forward(&fake));
-            let mut d_loss = bce(&dr, &ones) + bce(&df, &zeros);
-            if t.r1 > 0.0 {
-                let grad = Tensor::run_backward(&[dr.sum(Kind::Float)], &[&x], true, true).remove(0);
-                let sq = grad.square().flatten(1, -1).sum_dim_intlist(1, false, Kind::Float);
-                d_loss += sq.mean(Kind::Float) * (t.r1 / 2.0);
+            // D: maximise log D(x) + log(1 − D(G(z))), `d_steps` times.
+            let mut d_step = || {
+                let x = data.sample(n, device).set_requires_grad(t.r1 > 0.0);
+                let fake = g.forward_t(&Tensor::randn([n, latent], (Kind::Float, device)), true).detach();
+                let (dr, df) = (d.forward(&x), d.forward(&fake));
+                let mut d_loss = bce(&dr, &ones) + bce(&df, &zeros);
+                if t.r1 > 0.0 {
+                    let grad = Tensor::run_backward(&[dr.sum(Kind::Float)], &[&x], true, true).remove(0);
+                    let sq = grad.square().flatten(1, -1).sum_dim_intlist(1, false, Kind::Float);
+                    d_loss += sq.mean(Kind::Float) * (t.r1 / 2.0);
+                }
+                d_opt.backward_step(&d_loss, None);
+                (d_loss, dr)
+            };
+            let (mut d_loss, mut dr) = d_step();
+            for _ in 1..t.d_steps {
+                (d_loss, dr) = d_step();
             }
-            d_opt.backward_step(&d_loss, None);
             // G: one of the two objectives.
             let df = d.forward(&g.forward_t(&Tensor::randn([n, latent], (Kind::Float, device)), true));
             let g_loss = match t.loss {

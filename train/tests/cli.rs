@@ -210,7 +210,8 @@ fn gan_trains_exports_and_evaluates_and_refuses_bad_input() {
     // A short run: the quality bar is tested in tests/gan.rs; here, the command's shape.
     let assert = train()
         .args(["gan", "--data", "ring8", "--loss", "minimax", "--epochs", "2", "--steps-per-epoch", "20"])
-        .args(["--batch-norm", "--pack", "2", "--device", "cpu", "--out", out_s])
+        .args(["--batch-norm", "--pack", "2", "--maxout", "3", "--d-steps", "2", "--device", "cpu"])
+        .args(["--out", out_s])
         .assert()
         .success();
     let stdout = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
@@ -242,6 +243,8 @@ fn gan_trains_exports_and_evaluates_and_refuses_bad_input() {
     fails(&["eval", out_s, "--data", "fashion-mnist"], "needs 1×28×28 images");
     fails(&["gan", "--resume", out_s], "not a safetensors file");
     fails(&["gan", "--data", "ring8", "--pack", "0"], "must be at least 1");
+    fails(&["gan", "--data", "ring8", "--maxout", "0"], "must be at least 1");
+    fails(&["gan", "--data", "ring8", "--d-steps", "0"], "--d-steps must be at least 1");
     fails(
         &["gan", "--data", "ring8", "--out", "no/such/dir/g.onnx"],
         "the folder no/such/dir does not exist",
