@@ -24,12 +24,8 @@ pub struct MlpGanConfig {
     pub pack: i64,
     /// D's hidden units: maxout over this many linear pieces (Goodfellow et al. 2013, the
     /// discriminator of the VEEGAN and PacGAN 2-D experiments); 1 = LeakyReLU(0.2).
-    #[serde(default = "one")]
+    #[serde(default = "crate::one")]
     pub maxout: i64,
-}
-
-fn one() -> i64 {
-    1
 }
 
 /// G: `[batch, latent]` → `[batch, dim]`; Linear (+ BatchNorm) + ReLU per hidden layer.
@@ -144,5 +140,13 @@ mod tests {
         let expected = d.out.forward(&Tensor::cat(&units, 1)).view([-1]);
         let got = d.forward(&x);
         assert!((got - expected).abs().max().double_value(&[]) < 1e-6);
+    }
+
+    /// Models saved before `maxout` existed read as LeakyReLU discriminators.
+    #[test]
+    fn configs_without_maxout_read_as_one_piece() {
+        let old = r#"{"latent":2,"hidden":8,"g_layers":1,"d_layers":1,"dim":2,"batch_norm":false,"pack":2}"#;
+        let c: MlpGanConfig = serde_json::from_str(old).unwrap();
+        assert_eq!((c.maxout, c.pack), (1, 2));
     }
 }

@@ -30,6 +30,11 @@ pub mod train_lm;
 /// libtorch's CUDA half (`libtorch_cuda.so`) is loaded only here, on demand: the linker drops
 /// it from our binaries (no symbol of it is used), and the CPU-only bootstrap does not install
 /// the CUDA libraries it needs, so loading it unconditionally would stop every run.
+/// Serde's default for the settings added after files were first written (1 = the old behaviour).
+pub(crate) fn one<T: From<u8>>() -> T {
+    T::from(1)
+}
+
 pub fn device(name: &str) -> anyhow::Result<tch::Device> {
     match name {
         "cpu" => Ok(tch::Device::Cpu),

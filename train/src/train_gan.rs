@@ -98,13 +98,9 @@ pub struct GanTrainConfig {
     pub r1: f64,
     /// D updates per G update (k in Goodfellow et al. 2014, Algorithm 1), each on fresh data
     /// and noise.
-    #[serde(default = "one")]
+    #[serde(default = "crate::one")]
     pub d_steps: usize,
     pub seed: u64,
-}
-
-fn one() -> usize {
-    1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
