@@ -52,10 +52,15 @@ impl GeneratorModel {
 
     /// `n` samples from the noise of `seed` ([`crate::noise::normal`]: the same on every platform).
     pub fn sample(&self, n: usize, seed: u64) -> Result<Samples> {
+        Ok(self.sample_with_noise(n, seed)?.1)
+    }
+
+    /// Like [`GeneratorModel::sample`], returning the noise vectors too (`n` rows of `latent`).
+    pub fn sample_with_noise(&self, n: usize, seed: u64) -> Result<(Samples, Samples)> {
         if n == 0 {
             return Err(Error::Option("-n must be at least 1".into()));
         }
-        self.run_batches(&noise::normal(seed, n * self.meta.latent), n)
+        self.run_batches(noise::normal(seed, n * self.meta.latent), n)
     }
 
     /// Samples along the great circle from the noise of seed `from` to that of seed `to`
@@ -63,23 +68,30 @@ impl GeneratorModel {
     /// the interpolated noise at the norm Gaussian noise has, where a straight line would pass
     /// through atypically short vectors). `steps` samples, both ends included.
     pub fn interpolate(&self, from: u64, to: u64, steps: usize) -> Result<Samples> {
+        Ok(self.interpolate_with_noise(from, to, steps)?.1)
+    }
+
+    /// Like [`GeneratorModel::interpolate`], returning the noise vectors too.
+    pub fn interpolate_with_noise(&self, from: u64, to: u64, steps: usize) -> Result<(Samples, Samples)> {
         if steps < 2 {
             return Err(Error::Option("--steps must be at least 2".into()));
         }
         let latent = self.meta.latent;
         let (a, b) = (noise::normal(from, latent), noise::normal(to, latent));
         let z: Vec<f32> = (0..steps).flat_map(|i| slerp(&a, &b, i as f64 / (steps - 1) as f64)).collect();
-        self.run_batches(&z, steps)
+        self.run_batches(z, steps)
     }
 
-    fn run_batches(&self, z: &[f32], n: usize) -> Result<Samples> {
+    /// Runs `n` noise vectors through G, 256 at a time; returns (noise, samples).
+    fn run_batches(&self, z: Vec<f32>, n: usize) -> Result<(Samples, Samples)> {
         const BATCH: usize = 256;
         let latent = self.meta.latent;
         let mut data = Vec::with_capacity(n * self.sample_len());
         for chunk in z.chunks(BATCH * latent) {
             data.extend(self.generate(chunk, chunk.len() / latent)?);
         }
-        Ok(Samples { shape: self.meta.output_shape.clone(), n, data })
+        let noise = Samples { shape: vec![latent], n, data: z };
+        Ok((noise, Samples { shape: self.meta.output_shape.clone(), n, data }))
     }
 }
 

@@ -15,7 +15,9 @@
 //! - [`next_word`]: next-word prediction and text generation.
 //! - [`generator`]: sampling from exported GAN generators; [`noise`]: portable seeded noise;
 //!   [`samples`]: PNG grids, CSV and `.npy` files.
+//! - [`bench`]: latency and throughput of a model on the machine at hand (`kiln bench`).
 
+pub mod bench;
 pub mod contract;
 pub mod error;
 pub mod fsx;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use kiln_infer::bench::BenchOptions;
 use kiln_infer::generator::GeneratorModel;
 use kiln_infer::next_word::{GenerateOptions, LoadOptions, NextWordModel};
 use kiln_infer::samples::Samples;
@@ -95,6 +96,25 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         steps: usize,
     },
+    /// Time a model on this machine: start-up, latency per call (p50, p99) and throughput.
+    Bench {
+        /// The model file (.onnx): a next-word model or a generator.
+        model: PathBuf,
+        /// Predictions or samples per call.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Timed calls.
+        #[arg(long, default_value_t = 100)]
+        iters: usize,
+        /// Untimed calls first.
+        #[arg(long, default_value_t = 10)]
+        warmup: usize,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -108,6 +128,9 @@ struct SampleArgs {
     /// Images per row of a PNG grid (default: about square).
     #[arg(long)]
     columns: Option<usize>,
+    /// Also write the noise vectors fed to the generator, one row per sample (.npy or .csv).
+    #[arg(long, value_name = "FILE")]
+    save_noise: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -250,14 +273,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Sample { args, n, seed } => {
             let g = GeneratorModel::load(&args.model)?;
-            let samples = g.sample(n, seed)?;
-            write_samples(&mut out, &args, &samples, g.meta().value_range)?;
+            let (z, samples) = g.sample_with_noise(n, seed)?;
+            write_samples(&mut out, &args, &z, &samples, g.meta().value_range)?;
         }
         Command::Interpolate { args, from, to, steps } => {
             let g = GeneratorModel::load(&args.model)?;
-            let samples = g.interpolate(from, to, steps)?;
+            let (z, samples) = g.interpolate_with_noise(from, to, steps)?;
             let args = SampleArgs { columns: args.columns.or(Some(steps)), ..args };
-            write_samples(&mut out, &args, &samples, g.meta().value_range)?;
+            write_samples(&mut out, &args, &z, &samples, g.meta().value_range)?;
+        }
+        Command::Bench { model, batch, iters, warmup, load, json } => {
+            let options = BenchOptions { batch, iters, warmup, load: load.options() };
+            let r = kiln_infer::bench::bench(&model, &options)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+            } else {
+                let l = &r.latency;
+                writeln!(out, "model:      {} ({})", model.display(), r.kind)?;
+                writeln!(out, "call:       {}", r.call)?;
+                writeln!(out, "load:       {:.1} ms (read, parse, optimise)", r.load_ms)?;
+                writeln!(
+                    out,
+                    "calls:      {} timed after {} warm-up, {} thread",
+                    r.iters, r.warmup, r.threads
+                )?;
+                writeln!(
+                    out,
+                    "latency:    p50 {:.3} ms  p99 {:.3} ms  mean {:.3} ms  (min {:.3}, max {:.3}) per call",
+                    l.p50_ms, l.p99_ms, l.mean_ms, l.min_ms, l.max_ms
+                )?;
+                writeln!(out, "throughput: {:.1} {}/s", r.per_second, r.unit)?;
+            }
         }
     }
     out.flush()?;
@@ -267,9 +313,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn write_samples(
     out: &mut impl Write,
     args: &SampleArgs,
+    noise: &Samples,
     samples: &Samples,
     range: [f32; 2],
 ) -> anyhow::Result<()> {
+    if let Some(path) = &args.save_noise {
+        if path.extension().and_then(|e| e.to_str()) == Some("png") {
+            anyhow::bail!("--save-noise writes vectors: give a .npy or .csv file, not {}", path.display());
+        }
+        noise.write(path, range, None)?;
+    }
     match &args.out {
         Some(path) => samples.write(path, range, args.columns)?,
         None if samples.is_image() => {

@@ -279,3 +279,73 @@ fn generator_errors_are_one_clear_line() {
         .success()
         .stdout(predicate::str::contains("\"output_shape\": [\n    1,\n    8,\n    8\n  ]"));
 }
+
+#[test]
+fn sample_saves_the_noise_it_fed_to_the_generator() {
+    let points = fixture("tiny-points-generator.onnx");
+    let points = points.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (z3, z2) = (dir.path().join("z3.csv"), dir.path().join("z2.csv"));
+    let s3 = stdout_of(&["sample", points, "-n", "3", "--seed", "3", "--save-noise", z3.to_str().unwrap()]);
+    let s2 = stdout_of(&["sample", points, "-n", "2", "--seed", "3", "--save-noise", z2.to_str().unwrap()]);
+    let (z3, z2) = (std::fs::read_to_string(z3).unwrap(), std::fs::read_to_string(z2).unwrap());
+    let latent = z3.lines().nth(1).unwrap().split(',').count();
+    assert_eq!(z3.lines().count(), 1 + 3, "a header and one row per sample: {z3}");
+    assert!(z3.lines().skip(1).all(|row| row.split(',').count() == latent));
+    // Fewer samples from the same seed: the same first noise rows and the same first samples.
+    assert!(z3.starts_with(&z2) && s3.starts_with(&s2), "{z2} / {z3}");
+    // The stream is kiln_infer::noise::normal's: its golden first values for seed 3
+    // (infer/src/noise.rs, computed on x86_64 when that module was written).
+    let first: Vec<f32> = z3.lines().nth(1).unwrap().split(',').map(|v| v.parse().unwrap()).collect();
+    assert_eq!(first[..2], [0.84869134, 0.4756522]);
+    fails(
+        &["sample", points, "--save-noise", "z.png"],
+        "--save-noise writes vectors: give a .npy or .csv file",
+    );
+    assert!(!std::path::Path::new("z.png").exists());
+}
+
+#[test]
+fn bench_times_as_many_calls_as_asked_and_reports_consistent_figures() {
+    let seed = seed_model();
+    let points = fixture("tiny-points-generator.onnx");
+    for (model, batch, kind, unit) in [
+        (seed.to_str().unwrap(), 3, "next-word", "predictions"),
+        (points.to_str().unwrap(), 5, "generator", "samples"),
+    ] {
+        let out = stdout_of(&[
+            "bench",
+            model,
+            "--batch",
+            &batch.to_string(),
+            "--iters",
+            "7",
+            "--warmup",
+            "2",
+            "--json",
+        ]);
+        let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!((r["kind"].as_str(), r["unit"].as_str()), (Some(kind), Some(unit)), "{r}");
+        assert_eq!(
+            (r["iters"].as_u64(), r["batch"].as_u64(), r["warmup"].as_u64()),
+            (Some(7), Some(batch), Some(2))
+        );
+        let l = &r["latency"];
+        let f = |k: &str| l[k].as_f64().unwrap();
+        assert!(0.0 < f("min_ms") && f("min_ms") <= f("p50_ms") && f("p50_ms") <= f("p99_ms"), "{l}");
+        assert!(
+            f("p99_ms") <= f("max_ms") && f("min_ms") <= f("mean_ms") && f("mean_ms") <= f("max_ms"),
+            "{l}"
+        );
+        // Throughput is the batch over the mean call time.
+        let expected = batch as f64 / (f("mean_ms") / 1e3);
+        let per_second = r["per_second"].as_f64().unwrap();
+        assert!((per_second / expected - 1.0).abs() < 1e-6, "{per_second} vs {expected}");
+        assert!(r["load_ms"].as_f64().unwrap() > 0.0);
+    }
+    let text = stdout_of(&["bench", seed.to_str().unwrap(), "--iters", "5"]);
+    assert!(text.contains("latency:    p50 ") && text.contains("throughput: "), "{text}");
+    fails(&["bench", seed.to_str().unwrap(), "--iters", "0"], "--iters must be at least 1");
+    fails(&["bench", seed.to_str().unwrap(), "--batch", "0"], "--batch must be at least 1");
+    fails(&["bench", "no-such-model.onnx"], "cannot read no-such-model.onnx");
+}

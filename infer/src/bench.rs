@@ -1,0 +1,166 @@
+//! `kiln bench`: how fast a model runs on the machine at hand — a Raspberry Pi, where criterion
+//! and cargo are not — measured through the same calls `kiln predict` and `kiln sample` make.
+//!
+//! One call is one forward pass over a batch: `batch` context windows of a next-word model (the
+//! model's own context length, token ids drawn from a seeded stream), or `batch` noise vectors
+//! of a generator. The report gives the time to load the model (read, parse, optimise: the
+//! start-up a one-shot command pays), the latency of a call (p50, p99, mean, min, max, after
+//! `warmup` calls that are not counted) and the throughput in predictions or samples a second.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::contract::KIND_GENERATOR;
+use crate::error::{Error, Result};
+use crate::generator::GeneratorModel;
+use crate::next_word::{LoadOptions, NextWordModel};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Predictions or samples per call.
+    pub batch: usize,
+    /// Timed calls.
+    pub iters: usize,
+    /// Calls run first and not timed (caches, allocator, CPU frequency).
+    pub warmup: usize,
+    /// For a model without kiln metadata: its vocabulary file.
+    pub load: LoadOptions,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions { batch: 1, iters: 100, warmup: 10, load: LoadOptions::default() }
+    }
+}
+
+/// Latency statistics of the timed calls, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+}
+
+/// The result of [`bench`].
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// `next-word` or `generator`.
+    pub kind: String,
+    /// What one call computes, in words.
+    pub call: String,
+    /// What the throughput counts: `predictions` or `samples`.
+    pub unit: String,
+    /// Read + parse + optimise, once.
+    pub load_ms: f64,
+    pub batch: usize,
+    pub iters: usize,
+    pub warmup: usize,
+    /// Per call (one batch).
+    pub latency: Latency,
+    /// `batch × iters` over the timed calls' total time.
+    pub per_second: f64,
+    /// Threads tract computes with (it runs on one).
+    pub threads: usize,
+}
+
+/// Loads `path` and times `options.iters` calls on it.
+pub fn bench(path: impl AsRef<Path>, options: &BenchOptions) -> Result<BenchReport> {
+    let path = path.as_ref();
+    if options.batch == 0 {
+        return Err(Error::Option("--batch must be at least 1".into()));
+    }
+    if options.iters == 0 {
+        return Err(Error::Option("--iters must be at least 1".into()));
+    }
+    let batch = options.batch;
+    let generator = crate::peek_kind(path)?.as_deref() == Some(KIND_GENERATOR);
+    let start = Instant::now();
+    let (kind, call, unit, load, mut times) = if generator {
+        let g = GeneratorModel::load(path)?;
+        let load = start.elapsed();
+        let z = crate::noise::normal(0, batch * g.meta().latent);
+        let call = format!(
+            "{batch} noise vector(s) of {} → sample(s) of shape {:?}",
+            g.meta().latent,
+            g.meta().output_shape
+        );
+        let times = time_calls(options, || g.generate(&z, batch).map(drop))?;
+        (KIND_GENERATOR, call, "samples", load, times)
+    } else {
+        let m = NextWordModel::load(path, &options.load)?;
+        let load = start.elapsed();
+        let seq = m.meta().context.max(1);
+        let vocab = m.vocab().len() as i64;
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let tokens: Vec<i64> = (0..batch * seq).map(|_| rng.random_range(0..vocab)).collect();
+        let call = format!("{batch} window(s) of {seq} word(s) → next-word logits over {vocab} words");
+        let times = time_calls(options, || m.run_ids(&tokens, batch, seq, None).map(drop))?;
+        (crate::contract::KIND_NEXT_WORD, call, "predictions", load, times)
+    };
+    let total: Duration = times.iter().sum();
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    Ok(BenchReport {
+        kind: kind.into(),
+        call,
+        unit: unit.into(),
+        load_ms: ms(load),
+        batch,
+        iters: options.iters,
+        warmup: options.warmup,
+        latency: Latency {
+            p50_ms: ms(percentile(&times, 0.50)),
+            p99_ms: ms(percentile(&times, 0.99)),
+            mean_ms: ms(total) / times.len() as f64,
+            min_ms: ms(times[0]),
+            max_ms: ms(times[times.len() - 1]),
+        },
+        per_second: (batch * options.iters) as f64 / total.as_secs_f64().max(1e-12),
+        threads: 1,
+    })
+}
+
+fn time_calls(options: &BenchOptions, mut call: impl FnMut() -> Result<()>) -> Result<Vec<Duration>> {
+    for _ in 0..options.warmup {
+        call()?;
+    }
+    let mut times = Vec::with_capacity(options.iters);
+    for _ in 0..options.iters {
+        let start = Instant::now();
+        call()?;
+        times.push(start.elapsed());
+    }
+    Ok(times)
+}
+
+/// The nearest-rank percentile of sorted `values`: the smallest value with at least a
+/// fraction `q` of the values at or below it.
+pub fn percentile<T: Copy>(sorted: &[T], q: f64) -> T {
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<u32> = (1..=100).collect();
+        assert_eq!(percentile(&v, 0.50), 50);
+        assert_eq!(percentile(&v, 0.99), 99);
+        assert_eq!(percentile(&v, 1.0), 100);
+        // Ten values: p99 is the largest, p50 the fifth.
+        let v: Vec<u32> = (1..=10).collect();
+        assert_eq!(percentile(&v, 0.99), 10);
+        assert_eq!(percentile(&v, 0.50), 5);
+        assert_eq!(percentile(&[7], 0.5), 7);
+    }
+}
