@@ -11,6 +11,12 @@ use kiln_infer::generator::GeneratorModel;
 use kiln_infer::next_word::{GenerateOptions, LoadOptions, NextWordModel};
 use kiln_infer::samples::Samples;
 
+/// Static builds (`cargo xtask cross aarch64-musl`) bring their own allocator: musl's is slow for
+/// tract's many short-lived buffers (infer/Cargo.toml gives the figures).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 /// Run kiln models: next-word prediction, text generation and generator sampling from an
 /// exported `.onnx` file.
 #[derive(Parser, Debug)]
