@@ -7,9 +7,13 @@
 //! - `cargo xtask test`: bootstrap, then the whole test suite.
 //! - `cargo xtask demo`: bootstrap, build, train the seed model, export it, query it with `kiln`;
 //!   sample the shipped generators (a PNG grid and an interpolation strip).
+//! - `cargo xtask cross aarch64|armv7|aarch64-musl|…`: the `kiln` binary for a device, built
+//!   with the release profile, one file in `target/dist/` ([`cross`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+
+mod cross;
 
 /// What the Rust side needs from PyPI: the CUDA build of the torch wheel carries libtorch; these
 /// two CUDA runtime wheels are all its libraries need to load for CPU work (measured: 1.2 GB
@@ -28,8 +32,9 @@ fn main() -> ExitCode {
         },
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
+        Some("cross") => cross::cross(&args[1..]).map(|_| ()),
         _ => {
-            eprintln!("usage: cargo xtask <bootstrap [--cuda]|test|demo>\n\n  bootstrap  install libtorch (CPU part; --cuda: the full CUDA wheel) and Python tools into .deps/, and Fashion-MNIST\n  test       bootstrap, then run every test (extra args go to cargo test)\n  demo       bootstrap, build, train the seed model and query it, sample the shipped generators");
+            eprintln!("usage: cargo xtask <bootstrap [--cuda]|test|demo|cross TARGET…>\n\n  bootstrap  install libtorch (CPU part; --cuda: the full CUDA wheel) and Python tools into .deps/,\n             and Fashion-MNIST\n  test       bootstrap (and the ARM cross tools), then run every test (extra args go to cargo test)\n  demo       bootstrap, build, train the seed model and query it, sample the shipped generators\n  cross      build the `kiln` binary for a device, one file in target/dist/\n             (TARGET: {}, or a Rust target triple)", cross::NAMES);
             return ExitCode::from(2);
         }
     };
@@ -118,18 +123,23 @@ fn bootstrap(cuda: bool) -> Result<Deps> {
 /// Where Debian's `dataset-fashion-mnist` installs the IDX files (kiln-train's default).
 const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
 
-/// Installs Fashion-MNIST (Debian's `dataset-fashion-mnist`, 30 MB) when it is missing and this
-/// user may run apt-get (root, or sudo without a password).
+/// Installs Fashion-MNIST (Debian's `dataset-fashion-mnist`, 30 MB) when it is missing.
 fn datasets() -> Result {
     if Path::new(FASHION_MNIST).join("t10k-labels-idx1-ubyte.gz").is_file() {
         return Ok(());
     }
+    apt_install(&["dataset-fashion-mnist"], &format!("Fashion-MNIST is missing ({FASHION_MNIST})"))
+}
+
+/// Installs Debian packages with apt-get when this user may (root, or sudo without a
+/// password); otherwise says what to run. `why` names what is missing.
+fn apt_install(packages: &[&str], why: &str) -> Result {
     let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
     let sudo_ok = !is_root && Command::new("sudo").args(["-n", "true"]).status().is_ok_and(|s| s.success());
     if !is_root && !sudo_ok {
         return Err(format!(
-            "Fashion-MNIST is missing ({FASHION_MNIST}) and apt-get needs root: run \
-             `sudo apt-get install dataset-fashion-mnist`, then this again"
+            "{why} and apt-get needs root: run `sudo apt-get install {}`, then this again",
+            packages.join(" ")
         ));
     }
     let apt = |args: &[&str]| {
@@ -140,7 +150,7 @@ fn datasets() -> Result {
         c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         run(&mut c)
     };
-    let install = ["install", "-y", "-q", "--no-install-recommends", "dataset-fashion-mnist"];
+    let install = [&["install", "-y", "-q", "--no-install-recommends"], packages].concat();
     if apt(&install).is_err() {
         // A fresh machine may not have read the package lists yet.
         apt(&["update", "-q"])?;
@@ -157,6 +167,8 @@ fn cargo() -> Command {
 
 fn test(extra: &[String]) -> Result {
     let deps = bootstrap(false)?;
+    // tests/edge.rs cross-builds `kiln` and runs it under qemu-user.
+    cross::tools(cross::TARGETS)?;
     // kiln-infer's freedom from libtorch is itself a test (infer/tests/dependencies.rs), so one
     // workspace run covers it without building the dependencies twice.
     run(cargo().args(["test", "--workspace"]).args(extra).env("KILN_PYTHON", &deps.python))
