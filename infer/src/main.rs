@@ -139,6 +139,22 @@ struct SampleArgs {
     save_noise: Option<PathBuf>,
 }
 
+impl SampleArgs {
+    /// What can be checked before the generator runs.
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(path) = &self.save_noise {
+            let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+            if !matches!(ext.as_deref(), Some("npy" | "csv")) {
+                anyhow::bail!(
+                    "--save-noise writes vectors: give a .npy or .csv file, not {}",
+                    path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(clap::Args, Debug)]
 struct LoadArgs {
     /// For a model without kiln metadata (e.g. from torch.onnx.export): a JSON array of the
@@ -278,11 +294,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Sample { args, n, seed } => {
+            args.validate()?;
             let g = GeneratorModel::load(&args.model)?;
             let (z, samples) = g.sample_with_noise(n, seed)?;
             write_samples(&mut out, &args, &z, &samples, g.meta().value_range)?;
         }
         Command::Interpolate { args, from, to, steps } => {
+            args.validate()?;
             let g = GeneratorModel::load(&args.model)?;
             let (z, samples) = g.interpolate_with_noise(from, to, steps)?;
             let args = SampleArgs { columns: args.columns.or(Some(steps)), ..args };
@@ -323,18 +341,16 @@ fn write_samples(
     samples: &Samples,
     range: [f32; 2],
 ) -> anyhow::Result<()> {
-    if let Some(path) = &args.save_noise {
-        if path.extension().and_then(|e| e.to_str()) == Some("png") {
-            anyhow::bail!("--save-noise writes vectors: give a .npy or .csv file, not {}", path.display());
-        }
-        noise.write(path, range, None)?;
-    }
     match &args.out {
         Some(path) => samples.write(path, range, args.columns)?,
         None if samples.is_image() => {
             anyhow::bail!("these samples are images: write them with -o FILE.png (or .npy)")
         }
         None => write!(out, "{}", samples.to_csv())?,
+    }
+    // After the samples, so that a command that fails on them leaves no noise file behind.
+    if let Some(path) = &args.save_noise {
+        noise.write(path, range, None)?;
     }
     Ok(())
 }

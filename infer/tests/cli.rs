@@ -303,6 +303,13 @@ fn sample_saves_the_noise_it_fed_to_the_generator() {
         "--save-noise writes vectors: give a .npy or .csv file",
     );
     assert!(!std::path::Path::new("z.png").exists());
+    // A command that fails on its samples leaves no noise file either.
+    let z = dir.path().join("z.npy");
+    fails(
+        &["sample", points, "-o", "s.txt", "--save-noise", z.to_str().unwrap()],
+        "must end in .png, .csv or .npy",
+    );
+    assert!(!z.exists());
 }
 
 #[test]
