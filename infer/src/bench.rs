@@ -14,10 +14,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::contract::KIND_GENERATOR;
+use crate::contract::{KIND_GENERATOR, KIND_NEXT_WORD};
 use crate::error::{Error, Result};
-use crate::generator::GeneratorModel;
-use crate::next_word::{LoadOptions, NextWordModel};
+use crate::next_word::LoadOptions;
+use crate::Model;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -64,10 +64,8 @@ pub struct BenchReport {
     pub warmup: usize,
     /// Per call (one batch).
     pub latency: Latency,
-    /// `batch × iters` over the timed calls' total time.
+    /// `batch × iters` over the timed calls' total time (tract computes on one thread).
     pub per_second: f64,
-    /// Threads tract computes with (it runs on one).
-    pub threads: usize,
 }
 
 /// Loads `path` and times `options.iters` calls on it.
@@ -80,29 +78,29 @@ pub fn bench(path: impl AsRef<Path>, options: &BenchOptions) -> Result<BenchRepo
         return Err(Error::Option("--iters must be at least 1".into()));
     }
     let batch = options.batch;
-    let generator = crate::peek_kind(path)?.as_deref() == Some(KIND_GENERATOR);
     let start = Instant::now();
-    let (kind, call, unit, load, mut times) = if generator {
-        let g = GeneratorModel::load(path)?;
-        let load = start.elapsed();
-        let z = crate::noise::normal(0, batch * g.meta().latent);
-        let call = format!(
-            "{batch} noise vector(s) of {} → sample(s) of shape {:?}",
-            g.meta().latent,
-            g.meta().output_shape
-        );
-        let times = time_calls(options, || g.generate(&z, batch).map(drop))?;
-        (KIND_GENERATOR, call, "samples", load, times)
-    } else {
-        let m = NextWordModel::load(path, &options.load)?;
-        let load = start.elapsed();
-        let seq = m.meta().context.max(1);
-        let vocab = m.vocab().len() as i64;
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let tokens: Vec<i64> = (0..batch * seq).map(|_| rng.random_range(0..vocab)).collect();
-        let call = format!("{batch} window(s) of {seq} word(s) → next-word logits over {vocab} words");
-        let times = time_calls(options, || m.run_ids(&tokens, batch, seq, None).map(drop))?;
-        (crate::contract::KIND_NEXT_WORD, call, "predictions", load, times)
+    let model = crate::load(path, &options.load)?;
+    let load = start.elapsed();
+    let (kind, call, unit, mut times) = match model {
+        Model::Generator(g) => {
+            let z = crate::noise::normal(0, batch * g.meta().latent);
+            let call = format!(
+                "{batch} noise vector(s) of {} → sample(s) of shape {:?}",
+                g.meta().latent,
+                g.meta().output_shape
+            );
+            let times = time_calls(options, || g.generate(&z, batch).map(drop))?;
+            (KIND_GENERATOR, call, "samples", times)
+        }
+        Model::NextWord(m) => {
+            let seq = m.meta().context.max(1);
+            let vocab = m.vocab().len() as i64;
+            let mut rng = ChaCha8Rng::seed_from_u64(0);
+            let tokens: Vec<i64> = (0..batch * seq).map(|_| rng.random_range(0..vocab)).collect();
+            let call = format!("{batch} window(s) of {seq} word(s) → next-word logits over {vocab} words");
+            let times = time_calls(options, || m.run_ids(&tokens, batch, seq, None).map(drop))?;
+            (KIND_NEXT_WORD, call, "predictions", times)
+        }
     };
     let total: Duration = times.iter().sum();
     times.sort();
@@ -123,7 +121,6 @@ pub fn bench(path: impl AsRef<Path>, options: &BenchOptions) -> Result<BenchRepo
             max_ms: ms(times[times.len() - 1]),
         },
         per_second: (batch * options.iters) as f64 / total.as_secs_f64().max(1e-12),
-        threads: 1,
     })
 }
 

@@ -1,5 +1,6 @@
 //! Sampling from an exported generator: noise `z [batch, latent]` in, samples out.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -20,10 +21,19 @@ pub struct GeneratorModel {
 impl GeneratorModel {
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        let (model, props) = crate::error::read_model(path)?;
+        Self::from_parsed(path, model, &props)
+    }
+
+    /// From a file [`crate::error::read_model`] has read.
+    pub(crate) fn from_parsed(
+        path: &Path,
+        model: InferenceModel,
+        props: &BTreeMap<String, String>,
+    ) -> Result<Self> {
         let shown = path.display().to_string();
         let bad = |e: anyhow::Error| Error::BadModel { path: shown.clone(), reason: format!("{e:#}") };
-        let (model, props) = crate::error::read_model(path)?;
-        let meta = GeneratorMeta::from_props(&props)
+        let meta = GeneratorMeta::from_props(props)
             .map_err(|source| Error::Contract { path: shown.clone(), source })?;
         let plan = model.into_optimized().and_then(|m| m.into_runnable()).map_err(bad)?;
         Ok(GeneratorModel { plan, meta })

@@ -30,8 +30,22 @@ pub mod text;
 /// tract's ONNX protobuf types, re-exported for the exporter.
 pub use tract_onnx::pb;
 
-/// The `kiln.kind` a model file declares (`next-word`, `generator`), or `None` for a file
-/// without kiln metadata.
-pub fn peek_kind(path: impl AsRef<std::path::Path>) -> error::Result<Option<String>> {
-    Ok(error::read_model(path.as_ref())?.1.remove(contract::key::KIND))
+/// A model file of either kind, as [`load`] found it.
+#[derive(Debug, Clone)]
+pub enum Model {
+    NextWord(next_word::NextWordModel),
+    Generator(generator::GeneratorModel),
+}
+
+/// Loads a model file, reading and parsing it once, as the kind its `kiln.kind` metadata
+/// declares: a generator, or else a next-word model (`options` serve models without kiln
+/// metadata; a generator needs none).
+pub fn load(path: impl AsRef<std::path::Path>, options: &next_word::LoadOptions) -> error::Result<Model> {
+    let path = path.as_ref();
+    let (model, props) = error::read_model(path)?;
+    if props.get(contract::key::KIND).map(String::as_str) == Some(contract::KIND_GENERATOR) {
+        Ok(Model::Generator(generator::GeneratorModel::from_parsed(path, model, &props)?))
+    } else {
+        Ok(Model::NextWord(next_word::NextWordModel::from_parsed(path, model, &props, options)?))
+    }
 }

@@ -10,6 +10,7 @@ use kiln_infer::bench::BenchOptions;
 use kiln_infer::generator::GeneratorModel;
 use kiln_infer::next_word::{GenerateOptions, LoadOptions, NextWordModel};
 use kiln_infer::samples::Samples;
+use kiln_infer::Model;
 
 /// Static builds (`cargo xtask cross aarch64-musl`) bring their own allocator: musl's is slow for
 /// tract's many short-lived buffers (infer/Cargo.toml gives the figures).
@@ -192,73 +193,71 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match cli.command {
-        Command::Info { model, load: _, json }
-            if kiln_infer::peek_kind(&model)?.as_deref() == Some(kiln_infer::contract::KIND_GENERATOR) =>
-        {
-            let g = GeneratorModel::load(&model)?;
-            let meta = g.meta();
-            if json {
-                let info = serde_json::json!({
-                    "kind": kiln_infer::contract::KIND_GENERATOR,
-                    "latent": meta.latent,
-                    "output_shape": meta.output_shape,
-                    "value_range": meta.value_range,
-                    "dataset": meta.dataset,
-                    "train_config": meta.train_config,
-                });
-                writeln!(out, "{}", serde_json::to_string_pretty(&info)?)?;
-            } else {
-                writeln!(out, "model:        {}", model.display())?;
-                writeln!(out, "kind:         {}", kiln_infer::contract::KIND_GENERATOR)?;
-                writeln!(out, "noise:        {} values (standard normal)", meta.latent)?;
-                writeln!(out, "sample shape: {:?}", meta.output_shape)?;
-                writeln!(out, "value range:  [{}, {}]", meta.value_range[0], meta.value_range[1])?;
-                writeln!(out, "data set:     {}", meta.dataset)?;
-                if !meta.train_config.is_null() {
-                    writeln!(out, "training:     {}", meta.train_config)?;
-                }
-            }
-        }
-        Command::Info { model, load, json } => {
-            let m = NextWordModel::load(&model, &load.options())?;
-            let meta = m.meta();
-            if json {
-                let info = serde_json::json!({
-                    "kind": kiln_infer::contract::KIND_NEXT_WORD,
-                    "interface": m.interface(),
-                    "vocab_size": meta.vocab.len(),
-                    "vocab": meta.vocab,
-                    "context": meta.context,
-                    "tokenizer": meta.tokenizer,
-                    "train_config": meta.train_config,
-                });
-                writeln!(out, "{}", serde_json::to_string_pretty(&info)?)?;
-            } else {
-                writeln!(out, "model:      {}", model.display())?;
-                writeln!(out, "kind:       {}", kiln_infer::contract::KIND_NEXT_WORD)?;
-                match m.interface() {
-                    kiln_infer::next_word::Interface::TokenIds { layers, hidden } => writeln!(
-                        out,
-                        "interface:  token ids, LSTM state carried ({layers} layer(s), hidden {hidden})"
-                    )?,
-                    kiln_infer::next_word::Interface::OneHot { seq } => {
-                        writeln!(out, "interface:  one-hot input, fixed window of {seq} words")?
+        Command::Info { model, load, json } => match kiln_infer::load(&model, &load.options())? {
+            Model::Generator(g) => {
+                let meta = g.meta();
+                if json {
+                    let info = serde_json::json!({
+                        "kind": kiln_infer::contract::KIND_GENERATOR,
+                        "latent": meta.latent,
+                        "output_shape": meta.output_shape,
+                        "value_range": meta.value_range,
+                        "dataset": meta.dataset,
+                        "train_config": meta.train_config,
+                    });
+                    writeln!(out, "{}", serde_json::to_string_pretty(&info)?)?;
+                } else {
+                    writeln!(out, "model:        {}", model.display())?;
+                    writeln!(out, "kind:         {}", kiln_infer::contract::KIND_GENERATOR)?;
+                    writeln!(out, "noise:        {} values (standard normal)", meta.latent)?;
+                    writeln!(out, "sample shape: {:?}", meta.output_shape)?;
+                    writeln!(out, "value range:  [{}, {}]", meta.value_range[0], meta.value_range[1])?;
+                    writeln!(out, "data set:     {}", meta.dataset)?;
+                    if !meta.train_config.is_null() {
+                        writeln!(out, "training:     {}", meta.train_config)?;
                     }
                 }
-                writeln!(out, "context:    {} words", meta.context)?;
-                let shown: Vec<&str> = meta.vocab.iter().take(12).map(String::as_str).collect();
-                let more = if meta.vocab.len() > 12 { ", …" } else { "" };
-                writeln!(out, "vocabulary: {} words: {}{more}", meta.vocab.len(), shown.join(", "))?;
-                writeln!(
-                    out,
-                    "tokenizer:  lowercase {}, punctuation as tokens {}",
-                    meta.tokenizer.lowercase, meta.tokenizer.split_punctuation
-                )?;
-                if !meta.train_config.is_null() {
-                    writeln!(out, "training:   {}", meta.train_config)?;
+            }
+            Model::NextWord(m) => {
+                let meta = m.meta();
+                if json {
+                    let info = serde_json::json!({
+                        "kind": kiln_infer::contract::KIND_NEXT_WORD,
+                        "interface": m.interface(),
+                        "vocab_size": meta.vocab.len(),
+                        "vocab": meta.vocab,
+                        "context": meta.context,
+                        "tokenizer": meta.tokenizer,
+                        "train_config": meta.train_config,
+                    });
+                    writeln!(out, "{}", serde_json::to_string_pretty(&info)?)?;
+                } else {
+                    writeln!(out, "model:      {}", model.display())?;
+                    writeln!(out, "kind:       {}", kiln_infer::contract::KIND_NEXT_WORD)?;
+                    match m.interface() {
+                        kiln_infer::next_word::Interface::TokenIds { layers, hidden } => writeln!(
+                            out,
+                            "interface:  token ids, LSTM state carried ({layers} layer(s), hidden {hidden})"
+                        )?,
+                        kiln_infer::next_word::Interface::OneHot { seq } => {
+                            writeln!(out, "interface:  one-hot input, fixed window of {seq} words")?
+                        }
+                    }
+                    writeln!(out, "context:    {} words", meta.context)?;
+                    let shown: Vec<&str> = meta.vocab.iter().take(12).map(String::as_str).collect();
+                    let more = if meta.vocab.len() > 12 { ", …" } else { "" };
+                    writeln!(out, "vocabulary: {} words: {}{more}", meta.vocab.len(), shown.join(", "))?;
+                    writeln!(
+                        out,
+                        "tokenizer:  lowercase {}, punctuation as tokens {}",
+                        meta.tokenizer.lowercase, meta.tokenizer.split_punctuation
+                    )?;
+                    if !meta.train_config.is_null() {
+                        writeln!(out, "training:   {}", meta.train_config)?;
+                    }
                 }
             }
-        }
+        },
         Command::Predict { model, prompt, k, load, json } => {
             let m = NextWordModel::load(&model, &load.options())?;
             let p = m.predict(&prompt, k)?;
@@ -316,11 +315,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 writeln!(out, "model:      {} ({})", model.display(), r.kind)?;
                 writeln!(out, "call:       {}", r.call)?;
                 writeln!(out, "load:       {:.1} ms (read, parse, optimise)", r.load_ms)?;
-                writeln!(
-                    out,
-                    "calls:      {} timed after {} warm-up, {} thread",
-                    r.iters, r.warmup, r.threads
-                )?;
+                writeln!(out, "calls:      {} timed after {} warm-up, one thread", r.iters, r.warmup)?;
                 writeln!(
                     out,
                     "latency:    p50 {:.3} ms  p99 {:.3} ms  mean {:.3} ms  (min {:.3}, max {:.3}) per call",

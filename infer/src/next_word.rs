@@ -114,15 +114,24 @@ impl NextWordModel {
     /// Loads and optimises a model file once; every query after that reuses the plan.
     pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
         let path = path.as_ref();
+        let (model, props) = crate::error::read_model(path)?;
+        Self::from_parsed(path, model, &props, options)
+    }
+
+    /// From a file [`crate::error::read_model`] has read.
+    pub(crate) fn from_parsed(
+        path: &Path,
+        model: InferenceModel,
+        props: &BTreeMap<String, String>,
+        options: &LoadOptions,
+    ) -> Result<Self> {
         let shown = path.display().to_string();
         let bad = |e: anyhow::Error| Error::BadModel { path: shown.clone(), reason: format!("{e:#}") };
-        let (model, props) = crate::error::read_model(path)?;
-
         let (model, meta, interface) = if props.contains_key(contract::key::KIND) {
             if options.vocab.is_some() {
                 return Err(Error::VocabNotNeeded(shown));
             }
-            let meta = NextWordMeta::from_props(&props)
+            let meta = NextWordMeta::from_props(props)
                 .map_err(|source| Error::Contract { path: shown.clone(), source })?;
             let interface = Interface::TokenIds { layers: meta.layers, hidden: meta.hidden };
             (model, meta, interface)

@@ -2,10 +2,11 @@
 //!
 //! Each build is `cargo build --release -p kiln-infer --bin kiln --target TRIPLE` (the shipped
 //! release profile: size-tuned, fat LTO, stripped), with packed relocations on x86_64
-//! ([`RELR`]); the linker for each ARM triple is set in `.cargo/config.toml`. What a build needs and lacks is installed first: the Rust standard
-//! library for the triple (`rustup target add`) and Debian's cross gcc (apt-get, as root or with
-//! password-less sudo; otherwise the exact command is named). The file lands in
-//! `target/dist/kiln-TRIPLE` (under `CARGO_TARGET_DIR` when that is set).
+//! ([`RELR`]); the linker for each ARM triple is set in `.cargo/config.toml`. What a build needs
+//! and lacks is installed first: the Rust standard library for the triple (`rustup target add`)
+//! and Debian's cross gcc (apt-get, as root or with password-less sudo; otherwise the exact
+//! command is named). The file lands in `target/dist/kiln-TRIPLE` (under `CARGO_TARGET_DIR` when
+//! that is set).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -87,7 +88,7 @@ fn find(name: &str) -> Result<&'static Target> {
 }
 
 /// `cargo xtask cross TARGET…`: builds each, prints where the file is and its size.
-pub fn cross(args: &[String]) -> Result<Vec<PathBuf>> {
+pub fn cross(args: &[String]) -> Result {
     if args.is_empty() {
         return Err(format!("cross: name a target: {NAMES}"));
     }
@@ -96,7 +97,6 @@ pub fn cross(args: &[String]) -> Result<Vec<PathBuf>> {
     let target = target_dir();
     let dist = target.join("dist");
     std::fs::create_dir_all(&dist).map_err(|e| format!("cannot create {}: {e}", dist.display()))?;
-    let mut files = Vec::new();
     for t in targets {
         let mut build = cargo();
         build.args(["build", "--release", "-p", "kiln-infer", "--bin", "kiln", "--target", t.triple]);
@@ -110,9 +110,8 @@ pub fn cross(args: &[String]) -> Result<Vec<PathBuf>> {
         copy_atomic(&built, &file)?;
         let size = std::fs::metadata(&file).map_err(|e| e.to_string())?.len();
         println!("{} {} bytes ({:.2} MB)", file.display(), size, size as f64 / 1e6);
-        files.push(file);
     }
-    Ok(files)
+    Ok(())
 }
 
 /// Where cargo builds: `CARGO_TARGET_DIR` when set, else `target/`.

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         },
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
-        Some("cross") => cross::cross(&args[1..]).map(|_| ()),
+        Some("cross") => cross::cross(&args[1..]),
         _ => {
             eprintln!("usage: cargo xtask <bootstrap [--cuda]|test|demo|cross TARGET…>\n\n  bootstrap  install libtorch (CPU part; --cuda: the full CUDA wheel) and Python tools into .deps/,\n             and Fashion-MNIST\n  test       bootstrap (and the ARM cross tools), then run every test (extra args go to cargo test)\n  demo       bootstrap, build, train the seed model and query it, sample the shipped generators\n  cross      build the `kiln` binary for a device, one file in target/dist/\n             (TARGET: {}, or a Rust target triple)", cross::NAMES);
             return ExitCode::from(2);
