@@ -5,7 +5,9 @@
 //!     cargo bench --bench predict
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use kiln_infer::next_word::{GenerateOptions, LoadOptions, NextWordModel};
+use kiln_infer::ndarray::array;
+use kiln_infer::next_word::GenerateOptions;
+use kiln_infer::{LoadOptions, NextWordModel};
 
 fn bench(c: &mut Criterion) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/seed-lstm.onnx");
@@ -14,9 +16,10 @@ fn bench(c: &mut Criterion) {
     c.bench_function("load + optimise seed model", |b| {
         b.iter(|| NextWordModel::load(path, &LoadOptions::default()).unwrap())
     });
-    let out = model.run_ids(&[4, 5], 1, 2, None).unwrap();
+    let out = model.run(array![[4i64, 5]].view(), None).unwrap();
+    let word = array![[2i64]];
     c.bench_function("one LSTM step with carried state", |b| {
-        b.iter(|| model.run_ids(&[2], 1, 1, Some((&out.hn, &out.cn))).unwrap())
+        b.iter(|| model.run(word.view(), out.state.as_ref()).unwrap())
     });
     let options = GenerateOptions { words: 100, temperature: 1.0, top_k: None, seed: 1 };
     c.bench_function("generate 100 words", |b| b.iter(|| model.generate("you", &options).unwrap()));

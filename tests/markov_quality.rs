@@ -5,7 +5,7 @@
 
 mod common;
 
-use kiln_train::train_lm::train_lm;
+use kiln_train::lm::train;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -112,7 +112,7 @@ fn held_out_cross_entropy_is_within_5_percent_of_the_true_entropy() {
     let mut run = common::corpus_run(corpus, 64, 256, 1, 2, 16);
     run.train.batch_size = Some(256);
     run.train.lr = 0.005;
-    let outcome = train_lm(&run).unwrap();
+    let outcome = train(&run).unwrap();
     let best = outcome.history.iter().filter_map(|s| s.valid_loss).fold(f64::INFINITY, f64::min);
     let last = outcome.history.last().unwrap().valid_loss.unwrap();
     eprintln!(

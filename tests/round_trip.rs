@@ -3,8 +3,10 @@
 
 mod common;
 
-use kiln_infer::next_word::{LoadOptions, NextWordModel};
-use kiln_train::train_lm::{train_lm, LmOutcome};
+use kiln_infer::ndarray::{Array2, Array3};
+use kiln_infer::next_word::State;
+use kiln_infer::{LoadOptions, NextWordModel};
+use kiln_train::lm::{train, LmOutcome};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
@@ -15,7 +17,7 @@ fn compare(outcome: &LmOutcome, name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("{name}.onnx"));
     let cfg = &outcome.model.config;
-    kiln_train::export::export_next_word(&outcome.vs, cfg, &outcome.meta, &path).unwrap();
+    kiln_train::lm::export::write_onnx(&outcome.vs, cfg, &outcome.meta, &path).unwrap();
     let tract = NextWordModel::load(&path, &LoadOptions::default()).unwrap();
     let (layers, hidden, vocab) = (cfg.layers, cfg.hidden, cfg.vocab);
     let mut rng = ChaCha8Rng::seed_from_u64(42);
@@ -28,27 +30,37 @@ fn compare(outcome: &LmOutcome, name: &str) {
             let (logits, (hn, cn)) = tch::no_grad(|| {
                 outcome.model.forward(&x, Some(&(h0.shallow_clone(), c0.shallow_clone())), false)
             });
-            let (h0v, c0v) = (common::to_vec(&h0), common::to_vec(&c0));
-            let got = tract.run_ids(&tokens, batch as usize, seq as usize, Some((&h0v, &c0v))).unwrap();
-            for (what, a, b) in [("logits", &got.logits, &logits), ("hn", &got.hn, &hn), ("cn", &got.cn, &cn)]
-            {
-                let d = common::max_diff(a, &common::to_vec(b));
+            let dims = (layers as usize, batch as usize, hidden as usize);
+            let state0 = State {
+                h: Array3::from_shape_vec(dims, common::to_vec(&h0)).unwrap(),
+                c: Array3::from_shape_vec(dims, common::to_vec(&c0)).unwrap(),
+            };
+            let ids = Array2::from_shape_vec((batch as usize, seq as usize), tokens.clone()).unwrap();
+            let got = tract.run(ids.view(), Some(&state0)).unwrap();
+            let got_state = got.state.clone().unwrap();
+            let flat = |a: &[f32]| a.to_vec();
+            for (what, a, b) in [
+                ("logits", got.logits.as_slice().unwrap(), &logits),
+                ("hn", got_state.h.as_slice().unwrap(), &hn),
+                ("cn", got_state.c.as_slice().unwrap(), &cn),
+            ] {
+                let d = common::max_diff(&flat(a), &common::to_vec(b));
                 assert!(d <= TOL, "{name}: {what} differ by {d} at batch {batch}, seq {seq}");
             }
 
             // Word by word with the state carried gives the full sequence's answer.
-            let mut state = (h0v.clone(), c0v.clone());
+            let mut state = state0;
             let mut last = None;
             for t in 0..seq as usize {
-                let col: Vec<i64> = (0..batch as usize).map(|b| tokens[b * seq as usize + t]).collect();
-                let out = tract.run_ids(&col, batch as usize, 1, Some((&state.0, &state.1))).unwrap();
-                state = (out.hn.clone(), out.cn.clone());
+                let col = ids.column(t).to_owned().into_shape_with_order((batch as usize, 1)).unwrap();
+                let out = tract.run(col.view(), Some(&state)).unwrap();
+                state = out.state.clone().unwrap();
                 last = Some(out);
             }
             let stepped = last.unwrap();
-            let d = common::max_diff(&stepped.logits, &got.logits);
+            let d = common::max_diff(stepped.logits.as_slice().unwrap(), got.logits.as_slice().unwrap());
             assert!(d <= TOL, "{name}: stepping differs from the full run by {d} (batch {batch}, seq {seq})");
-            assert!(common::max_diff(&stepped.hn, &got.hn) <= TOL);
+            assert!(common::max_diff(state.h.as_slice().unwrap(), got_state.h.as_slice().unwrap()) <= TOL);
         }
     }
 }
@@ -57,7 +69,7 @@ fn compare(outcome: &LmOutcome, name: &str) {
 fn seed_model_round_trips() {
     let mut run = common::seed_run(0);
     run.train.epochs = 200;
-    compare(&train_lm(&run).unwrap(), "seed");
+    compare(&train(&run).unwrap(), "seed");
 }
 
 #[test]
@@ -66,7 +78,7 @@ fn two_layer_embedding_model_round_trips() {
     let corpus = dir.path().join("corpus.txt");
     std::fs::write(&corpus, common::random_corpus(3, 30, 200)).unwrap();
     let run = common::corpus_run(corpus, 8, 16, 2, 3, 2);
-    let outcome = train_lm(&run).unwrap();
+    let outcome = train(&run).unwrap();
     assert_eq!(outcome.model.config.layers, 2);
     compare(&outcome, "two-layer");
 }

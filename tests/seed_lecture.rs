@@ -2,12 +2,12 @@
 
 mod common;
 
-use kiln_train::train_lm::train_lm;
+use kiln_train::lm::train;
 
 #[test]
 fn seed_preset_predicts_all_six_targets_for_three_seeds() {
     for seed in [0, 1, 2] {
-        let outcome = train_lm(&common::seed_run(seed)).expect("training runs");
+        let outcome = train(&common::seed_run(seed)).expect("training runs");
         let w = &outcome.data.train;
         assert_eq!(w.len(), 6);
         assert_eq!(outcome.data.vocab.len(), 9);

@@ -4,7 +4,7 @@
 use kiln_export::layers::{Activation, BatchNorm, ConvTranspose2d, Linear};
 use kiln_export::{generator_model, write_model, GenLayer};
 use kiln_infer::contract::GeneratorMeta;
-use kiln_infer::generator::GeneratorModel;
+use kiln_infer::GeneratorModel;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -113,7 +113,12 @@ fn check(stack: Vec<GenLayer>, latent: usize, output_shape: Vec<usize>, rng: &mu
     assert_eq!(g.meta(), &meta);
     for batch in [1, 16] {
         let z = rand_vec(rng, batch * latent, -2.0, 2.0);
-        let got = g.generate(&z, batch).unwrap();
+        let got: Vec<f32> = g
+            .generate(kiln_infer::ndarray::ArrayView2::from_shape((batch, latent), &z).unwrap())
+            .unwrap()
+            .iter()
+            .copied()
+            .collect();
         let want: Vec<f32> = z.chunks(latent).flat_map(|z| reference(&stack, z)).collect();
         assert_eq!(got.len(), want.len());
         let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);

@@ -4,7 +4,9 @@
 use kiln_export::layers::{Embedding, Linear, LstmLayer};
 use kiln_export::{next_word_model, write_model, NextWordWeights};
 use kiln_infer::contract::{NextWordMeta, TokenizerSpec};
-use kiln_infer::next_word::{LoadOptions, NextWordModel};
+use kiln_infer::ndarray::{Array2, Array3};
+use kiln_infer::next_word::State;
+use kiln_infer::{LoadOptions, NextWordModel};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -130,9 +132,20 @@ fn check(embed: Option<usize>, layers: usize) {
         let tokens: Vec<i64> = (0..batch * seq).map(|_| rng.random_range(0..vocab as i64)).collect();
         let h0 = randn(&mut rng, layers * batch * h);
         let c0 = randn(&mut rng, layers * batch * h);
-        let got = model.run_ids(&tokens, batch, seq, Some((&h0, &c0))).unwrap();
+        let state = State {
+            h: Array3::from_shape_vec((layers, batch, h), h0.clone()).unwrap(),
+            c: Array3::from_shape_vec((layers, batch, h), c0.clone()).unwrap(),
+        };
+        let ids = Array2::from_shape_vec((batch, seq), tokens.clone()).unwrap();
+        let got = model.run(ids.view(), Some(&state)).unwrap();
+        let got_state = got.state.unwrap();
         let (logits, hn, cn) = reference(&w, &tokens, batch, seq, &h0, &c0);
-        for (name, a, b) in [("logits", &got.logits, &logits), ("hn", &got.hn, &hn), ("cn", &got.cn, &cn)] {
+        let (got_logits, got_hn, got_cn) = (
+            got.logits.iter().copied().collect::<Vec<_>>(),
+            got_state.h.iter().copied().collect::<Vec<_>>(),
+            got_state.c.iter().copied().collect::<Vec<_>>(),
+        );
+        for (name, a, b) in [("logits", &got_logits, &logits), ("hn", &got_hn, &hn), ("cn", &got_cn, &cn)] {
             let d = max_diff(a, b);
             assert!(d < 1e-5, "{name} differs by {d} (batch {batch}, seq {seq})");
         }

@@ -14,8 +14,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::ndarray::Array2;
+
 use crate::contract::{KIND_GENERATOR, KIND_NEXT_WORD};
-use crate::error::{Error, Result};
+use crate::error::{run_err, Error, Result};
 use crate::next_word::LoadOptions;
 use crate::Model;
 
@@ -72,10 +74,10 @@ pub struct BenchReport {
 pub fn bench(path: impl AsRef<Path>, options: &BenchOptions) -> Result<BenchReport> {
     let path = path.as_ref();
     if options.batch == 0 {
-        return Err(Error::Option("--batch must be at least 1".into()));
+        return Err(Error::argument("batch", "must be at least 1"));
     }
     if options.iters == 0 {
-        return Err(Error::Option("--iters must be at least 1".into()));
+        return Err(Error::argument("iters", "must be at least 1"));
     }
     let batch = options.batch;
     let start = Instant::now();
@@ -83,22 +85,24 @@ pub fn bench(path: impl AsRef<Path>, options: &BenchOptions) -> Result<BenchRepo
     let load = start.elapsed();
     let (kind, call, unit, mut times) = match model {
         Model::Generator(g) => {
-            let z = crate::noise::normal(0, batch * g.meta().latent);
+            let latent = g.meta().latent;
+            let z = Array2::from_shape_vec((batch, latent), crate::noise::normal(0, batch * latent))
+                .map_err(run_err)?;
             let call = format!(
                 "{batch} noise vector(s) of {} → sample(s) of shape {:?}",
                 g.meta().latent,
                 g.meta().output_shape
             );
-            let times = time_calls(options, || g.generate(&z, batch).map(drop))?;
+            let times = time_calls(options, || g.generate(z.view()).map(drop))?;
             (KIND_GENERATOR, call, "samples", times)
         }
         Model::NextWord(m) => {
             let seq = m.meta().context.max(1);
             let vocab = m.vocab().len() as i64;
             let mut rng = ChaCha8Rng::seed_from_u64(0);
-            let tokens: Vec<i64> = (0..batch * seq).map(|_| rng.random_range(0..vocab)).collect();
+            let tokens = Array2::from_shape_simple_fn((batch, seq), || rng.random_range(0..vocab));
             let call = format!("{batch} window(s) of {seq} word(s) → next-word logits over {vocab} words");
-            let times = time_calls(options, || m.run_ids(&tokens, batch, seq, None).map(drop))?;
+            let times = time_calls(options, || m.run(tokens.view(), None).map(drop))?;
             (KIND_NEXT_WORD, call, "predictions", times)
         }
     };

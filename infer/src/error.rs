@@ -1,22 +1,49 @@
 //! The errors of loading and running models.
+//!
+//! Messages speak of the library's terms (an argument's name as the API spells it); each error
+//! keeps its cause as its `source`, so printing the chain (`{:#}` with anyhow) shows the whole
+//! story once. The `kiln` command line renames arguments to its flags.
 
 use crate::text::UnknownWord;
+
+/// A boxed cause (tract's errors, I/O errors, JSON errors).
+pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What can go wrong loading or querying a model.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read {path}: {reason}")]
-    Read { path: String, reason: String },
-    #[error("{path} is not a model tract can load: {reason}")]
-    BadModel { path: String, reason: String },
-    #[error("{path}: {source}")]
-    Contract { path: String, source: crate::contract::ContractError },
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a JSON array of words")]
+    BadVocab {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the vocabulary in {0} is empty")]
+    EmptyVocab(String),
+    #[error("{path} is not a model tract can load")]
+    BadModel {
+        path: String,
+        #[source]
+        source: Source,
+    },
+    #[error("{path}")]
+    Contract {
+        path: String,
+        #[source]
+        source: crate::contract::ContractError,
+    },
     #[error(
-        "{0} has no kiln metadata, so its vocabulary is unknown: pass --vocab FILE \
+        "{0} has no kiln metadata, so its vocabulary is unknown: give the vocabulary \
          (a JSON array of the words in index order)"
     )]
     NeedVocab(String),
-    #[error("{0} carries its own vocabulary; drop --vocab")]
+    #[error("{0} carries its own vocabulary; no other is needed")]
     VocabNotNeeded(String),
     #[error("the vocabulary has {vocab} words but the model has {model} outputs")]
     VocabMismatch { vocab: usize, model: usize },
@@ -28,32 +55,35 @@ pub enum Error {
     EmptyPrompt,
     #[error("this model reads exactly {need} words of context, the prompt has {got}")]
     PromptTooShort { need: usize, got: usize },
-    #[error("invalid option: {0}")]
-    Option(String),
+    /// An argument out of its range; `name` is the argument as the API spells it (`k`,
+    /// `temperature`, `top_k`, `n`, `steps`, `batch`, `iters`).
+    #[error("invalid argument: {name} {rule}")]
+    Argument { name: &'static str, rule: String },
+    /// Inputs whose shapes or values do not fit the model.
+    #[error("{0}")]
+    Input(String),
     #[error("{0}")]
     Output(String),
-    #[error("inference failed: {0}")]
-    Run(String),
+    #[error("cannot write {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("inference failed")]
+    Run(#[source] Source),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-pub(crate) fn run_err(e: impl std::fmt::Display) -> Error {
-    Error::Run(format!("{e:#}"))
+impl Error {
+    /// `name` breaks `rule` (e.g. `argument("k", "must be at least 1")`).
+    pub(crate) fn argument(name: &'static str, rule: impl Into<String>) -> Self {
+        Error::Argument { name, rule: rule.into() }
+    }
 }
 
-/// Reads and parses an ONNX file; returns tract's model and the file's `metadata_props`
-/// (without tract's `onnx.metadata_props.` prefix).
-pub(crate) fn read_model(
-    path: &std::path::Path,
-) -> Result<(tract_onnx::prelude::InferenceModel, std::collections::BTreeMap<String, String>)> {
-    use tract_onnx::prelude::Framework;
-    let shown = path.display().to_string();
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::Read { path: shown.clone(), reason: e.to_string() })?;
-    let model = tract_onnx::onnx()
-        .model_for_read(&mut &bytes[..])
-        .map_err(|e| Error::BadModel { path: shown, reason: format!("{e:#}") })?;
-    let props = crate::next_word::metadata(&model);
-    Ok((model, props))
+/// A failure inside tract while running a plan.
+pub(crate) fn run_err(e: impl Into<Source>) -> Error {
+    Error::Run(e.into())
 }

@@ -1,14 +1,15 @@
 //! Sampling from an exported generator: noise `z [batch, latent]` in, samples out.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::ndarray::{Array2, ArrayD, ArrayView2, Axis};
 use tract_onnx::prelude::*;
 
 use crate::contract::GeneratorMeta;
 use crate::error::{run_err, Error, Result};
 use crate::noise;
+use crate::read::{self, ModelFile};
 use crate::samples::Samples;
 
 /// A loaded generator, optimised once for any batch size.
@@ -19,23 +20,21 @@ pub struct GeneratorModel {
 }
 
 impl GeneratorModel {
+    /// Loads and optimises a generator file once; every call after that reuses the plan.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let (model, props) = crate::error::read_model(path)?;
-        Self::from_parsed(path, model, &props)
+        Self::from_file(ModelFile::read(path.as_ref())?)
     }
 
-    /// From a file [`crate::error::read_model`] has read.
-    pub(crate) fn from_parsed(
-        path: &Path,
-        model: InferenceModel,
-        props: &BTreeMap<String, String>,
-    ) -> Result<Self> {
-        let shown = path.display().to_string();
-        let bad = |e: anyhow::Error| Error::BadModel { path: shown.clone(), reason: format!("{e:#}") };
-        let meta = GeneratorMeta::from_props(props)
-            .map_err(|source| Error::Contract { path: shown.clone(), source })?;
-        let plan = model.into_optimized().and_then(|m| m.into_runnable()).map_err(bad)?;
+    /// Like [`GeneratorModel::load`], from the file's bytes; `name` names it in messages.
+    pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Self> {
+        Self::from_file(ModelFile::parse(bytes, name.to_string())?)
+    }
+
+    pub(crate) fn from_file(file: ModelFile) -> Result<Self> {
+        let ModelFile { name, graph, props } = file;
+        let meta = GeneratorMeta::from_props(&props)
+            .map_err(|source| Error::Contract { path: name.clone(), source })?;
+        let plan = ModelFile::plan(&name, graph)?;
         Ok(GeneratorModel { plan, meta })
     }
 
@@ -48,16 +47,18 @@ impl GeneratorModel {
         self.meta.output_shape.iter().product()
     }
 
-    /// Runs the generator on `batch` noise vectors (`z` row-major, `batch × latent`); returns
-    /// `batch` samples, row-major.
-    pub fn generate(&self, z: &[f32], batch: usize) -> Result<Vec<f32>> {
+    /// Runs the generator on noise `z` `[batch, latent]`; returns the samples
+    /// `[batch, …sample shape]`.
+    pub fn generate(&self, z: ArrayView2<f32>) -> Result<ArrayD<f32>> {
         let latent = self.meta.latent;
-        if batch == 0 || z.len() != batch * latent {
-            return Err(Error::Option(format!("{} noise values do not make [{batch}, {latent}]", z.len())));
+        let (batch, width) = z.dim();
+        if batch == 0 || width != latent {
+            return Err(Error::Input(format!(
+                "noise of shape [{batch}, {width}] is not [batch ≥ 1, {latent}]"
+            )));
         }
-        let z = tract_ndarray::Array2::from_shape_vec((batch, latent), z.to_vec()).map_err(run_err)?;
-        let out = self.plan.run(tvec!(z.into_tensor().into())).map_err(run_err)?;
-        Ok(out[0].to_plain_array_view::<f32>().map_err(run_err)?.iter().copied().collect())
+        let out = self.plan.run(tvec!(read::input(z))).map_err(run_err)?;
+        read::array(&out[0])
     }
 
     /// `n` samples from the noise of `seed` ([`crate::noise::normal`]: the same on every platform).
@@ -68,9 +69,11 @@ impl GeneratorModel {
     /// Like [`GeneratorModel::sample`], returning the noise vectors too (`n` rows of `latent`).
     pub fn sample_with_noise(&self, n: usize, seed: u64) -> Result<(Samples, Samples)> {
         if n == 0 {
-            return Err(Error::Option("-n must be at least 1".into()));
+            return Err(Error::argument("n", "must be at least 1"));
         }
-        self.run_batches(noise::normal(seed, n * self.meta.latent), n)
+        let z = Array2::from_shape_vec((n, self.meta.latent), noise::normal(seed, n * self.meta.latent))
+            .map_err(run_err)?;
+        self.run_batches(z)
     }
 
     /// Samples along the great circle from the noise of seed `from` to that of seed `to`
@@ -84,24 +87,24 @@ impl GeneratorModel {
     /// Like [`GeneratorModel::interpolate`], returning the noise vectors too.
     pub fn interpolate_with_noise(&self, from: u64, to: u64, steps: usize) -> Result<(Samples, Samples)> {
         if steps < 2 {
-            return Err(Error::Option("--steps must be at least 2".into()));
+            return Err(Error::argument("steps", "must be at least 2"));
         }
         let latent = self.meta.latent;
         let (a, b) = (noise::normal(from, latent), noise::normal(to, latent));
         let z: Vec<f32> = (0..steps).flat_map(|i| slerp(&a, &b, i as f64 / (steps - 1) as f64)).collect();
-        self.run_batches(z, steps)
+        self.run_batches(Array2::from_shape_vec((steps, latent), z).map_err(run_err)?)
     }
 
-    /// Runs `n` noise vectors through G, 256 at a time; returns (noise, samples).
-    fn run_batches(&self, z: Vec<f32>, n: usize) -> Result<(Samples, Samples)> {
+    /// Runs the noise rows `z` through G, 256 at a time; returns (noise, samples).
+    fn run_batches(&self, z: Array2<f32>) -> Result<(Samples, Samples)> {
         const BATCH: usize = 256;
-        let latent = self.meta.latent;
-        let mut data = Vec::with_capacity(n * self.sample_len());
-        for chunk in z.chunks(BATCH * latent) {
-            data.extend(self.generate(chunk, chunk.len() / latent)?);
-        }
-        let noise = Samples { shape: vec![latent], n, data: z };
-        Ok((noise, Samples { shape: self.meta.output_shape.clone(), n, data }))
+        let parts = z
+            .axis_chunks_iter(Axis(0), BATCH)
+            .map(|chunk| self.generate(chunk))
+            .collect::<Result<Vec<_>>>()?;
+        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+        let data = tract_ndarray::concatenate(Axis(0), &views).map_err(run_err)?;
+        Ok((Samples::new(z.into_dyn()), Samples::new(data)))
     }
 }
 

@@ -2,50 +2,70 @@
 //! without libtorch, on workstations and small ARM boards alike.
 //!
 //! ```no_run
-//! use kiln_infer::next_word::{LoadOptions, NextWordModel};
+//! use kiln_infer::{LoadOptions, NextWordModel};
 //!
 //! let model = NextWordModel::load("models/seed-lstm.onnx", &LoadOptions::default())?;
 //! let prediction = model.predict("i like", 3)?;
 //! println!("{} ({:.2})", prediction.top[0].word, prediction.top[0].probability);
-//! # Ok::<(), kiln_infer::next_word::Error>(())
+//! # Ok::<(), kiln_infer::Error>(())
 //! ```
 //!
+//! Arrays cross the API as [`ndarray`] arrays (tract's own version, re-exported here).
+//!
 //! - [`contract`]: the metadata keys and graph names shared with the trainer.
-//! - [`text`]: the tokenizer and vocabulary.
-//! - [`next_word`]: next-word prediction and text generation.
+//! - [`next_word`]: next-word prediction and text generation; [`sampling`]: softmax,
+//!   temperature and top-k; [`text`]: the tokenizer and vocabulary; [`foreign`]: next-word
+//!   models kiln did not write.
 //! - [`generator`]: sampling from exported GAN generators; [`noise`]: portable seeded noise;
 //!   [`samples`]: PNG grids, CSV and `.npy` files.
 //! - [`bench`]: latency and throughput of a model on the machine at hand (`kiln bench`).
+//! - [`load`], [`load_bytes`]: one read and parse of a model file, from a path or bytes, as
+//!   the kind it declares; [`fsx`]: atomic file writes.
 
 pub mod bench;
 pub mod contract;
 pub mod error;
+pub mod foreign;
 pub mod fsx;
 pub mod generator;
 pub mod next_word;
 pub mod noise;
+mod read;
 pub mod samples;
+pub mod sampling;
 pub mod text;
 
+pub use error::{Error, Result};
+pub use generator::GeneratorModel;
+pub use next_word::{LoadOptions, NextWordModel};
 /// tract's ONNX protobuf types, re-exported for the exporter.
 pub use tract_onnx::pb;
+/// The `ndarray` version of the API's arrays.
+pub use tract_onnx::prelude::tract_ndarray as ndarray;
 
 /// A model file of either kind, as [`load`] found it.
 #[derive(Debug, Clone)]
 pub enum Model {
-    NextWord(next_word::NextWordModel),
-    Generator(generator::GeneratorModel),
+    NextWord(NextWordModel),
+    Generator(GeneratorModel),
 }
 
 /// Loads a model file, reading and parsing it once, as the kind its `kiln.kind` metadata
 /// declares: a generator, or else a next-word model (`options` serve models without kiln
 /// metadata; a generator needs none).
-pub fn load(path: impl AsRef<std::path::Path>, options: &next_word::LoadOptions) -> error::Result<Model> {
-    let path = path.as_ref();
-    let (model, props) = error::read_model(path)?;
-    if props.get(contract::key::KIND).map(String::as_str) == Some(contract::KIND_GENERATOR) {
-        Ok(Model::Generator(generator::GeneratorModel::from_parsed(path, model, &props)?))
+pub fn load(path: impl AsRef<std::path::Path>, options: &LoadOptions) -> Result<Model> {
+    from_file(read::ModelFile::read(path.as_ref())?, options)
+}
+
+/// Like [`load`], from the file's bytes; `name` names it in messages.
+pub fn load_bytes(bytes: &[u8], name: &str, options: &LoadOptions) -> Result<Model> {
+    from_file(read::ModelFile::parse(bytes, name.to_string())?, options)
+}
+
+fn from_file(file: read::ModelFile, options: &LoadOptions) -> Result<Model> {
+    if file.kind() == Some(contract::KIND_GENERATOR) {
+        Ok(Model::Generator(GeneratorModel::from_file(file)?))
     } else {
-        Ok(Model::NextWord(next_word::NextWordModel::from_parsed(path, model, &props, options)?))
+        Ok(Model::NextWord(NextWordModel::from_file(file, options)?))
     }
 }

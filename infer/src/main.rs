@@ -7,10 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kiln_infer::bench::BenchOptions;
-use kiln_infer::generator::GeneratorModel;
-use kiln_infer::next_word::{GenerateOptions, LoadOptions, NextWordModel};
+use kiln_infer::next_word::GenerateOptions;
 use kiln_infer::samples::Samples;
-use kiln_infer::Model;
+use kiln_infer::{GeneratorModel, LoadOptions, Model, NextWordModel};
 
 /// Static builds (`cargo xtask cross aarch64-musl`) bring their own allocator: musl's is slow for
 /// tract's many short-lived buffers (infer/Cargo.toml gives the figures).
@@ -178,7 +177,7 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {err:#}");
+            eprintln!("error: {:#}", in_flags(err));
             ExitCode::FAILURE
         }
     }
@@ -188,6 +187,34 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// The library's errors in this command's terms: its flags' names for arguments, and what to
+/// pass for a vocabulary.
+fn in_flags(err: anyhow::Error) -> anyhow::Error {
+    use kiln_infer::Error;
+    let Some(e) = err.downcast_ref::<Error>() else { return err };
+    let flag = |name: &str| match name {
+        "k" => "-k",
+        "n" => "-n",
+        "temperature" => "--temperature",
+        "top_k" => "--top-k",
+        "steps" => "--steps",
+        "batch" => "--batch",
+        "iters" => "--iters",
+        _ => "",
+    };
+    match e {
+        Error::Argument { name, rule } if !flag(name).is_empty() => {
+            anyhow::anyhow!("invalid option: {} {rule}", flag(name))
+        }
+        Error::NeedVocab(path) => anyhow::anyhow!(
+            "{path} has no kiln metadata, so its vocabulary is unknown: pass --vocab FILE \
+             (a JSON array of the words in index order)"
+        ),
+        Error::VocabNotNeeded(path) => anyhow::anyhow!("{path} carries its own vocabulary; drop --vocab"),
+        _ => err,
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -4,23 +4,21 @@
 //! Two kinds of file are understood, told apart by the model itself:
 //! - kiln's own export: `tokens` int64 `[batch, seq]` plus LSTM state in and out, with the
 //!   vocabulary and tokenizer in the file's metadata (see [`crate::contract`]);
-//! - a plain one-hot model such as `torch.onnx.export` writes for the seed lecture's code: one
-//!   float input `[batch, seq, vocab]`, logits out, no metadata; the vocabulary comes from a
-//!   JSON file of the words in index order.
+//! - a plain one-hot model without metadata ([`crate::foreign`]), given its vocabulary.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use rand::{Rng, SeedableRng};
+use crate::ndarray::{Array2, Array3, ArrayView2};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::infer::Factoid;
 
-use crate::contract::{self, NextWordMeta, TokenizerSpec};
-use crate::error::run_err;
-pub use crate::error::{Error, Result};
+use crate::contract::NextWordMeta;
+use crate::error::{run_err, Error, Result};
+use crate::read::{self, ModelFile};
+use crate::sampling::{softmax, top_k, Sampling};
 use crate::text::{self, Vocab};
 
 /// How the graph takes its input.
@@ -40,14 +38,20 @@ pub struct LoadOptions {
     pub vocab: Option<std::path::PathBuf>,
 }
 
-/// One forward pass's outputs, row-major.
+/// An LSTM stack's state: `h` and `c`, each `[layers, batch, hidden]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    pub h: Array3<f32>,
+    pub c: Array3<f32>,
+}
+
+/// One forward pass's outputs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepOutput {
     /// `[batch, vocab]`: scores for the word after the last position.
-    pub logits: Vec<f32>,
-    /// `[layers, batch, hidden]`; empty for one-hot models, which have no state.
-    pub hn: Vec<f32>,
-    pub cn: Vec<f32>,
+    pub logits: Array2<f32>,
+    /// The state after the last position; `None` for one-hot models, which have no state.
+    pub state: Option<State>,
 }
 
 /// A word and the probability the model gives it.
@@ -88,6 +92,13 @@ pub struct GenerateOptions {
     pub seed: u64,
 }
 
+impl GenerateOptions {
+    /// How each word is drawn.
+    pub fn sampling(&self) -> Sampling {
+        Sampling { temperature: self.temperature, top_k: self.top_k }
+    }
+}
+
 impl Default for GenerateOptions {
     fn default() -> Self {
         GenerateOptions { words: 20, temperature: 1.0, top_k: None, seed: 0 }
@@ -113,32 +124,28 @@ pub struct NextWordModel {
 impl NextWordModel {
     /// Loads and optimises a model file once; every query after that reuses the plan.
     pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
-        let path = path.as_ref();
-        let (model, props) = crate::error::read_model(path)?;
-        Self::from_parsed(path, model, &props, options)
+        Self::from_file(ModelFile::read(path.as_ref())?, options)
     }
 
-    /// From a file [`crate::error::read_model`] has read.
-    pub(crate) fn from_parsed(
-        path: &Path,
-        model: InferenceModel,
-        props: &BTreeMap<String, String>,
-        options: &LoadOptions,
-    ) -> Result<Self> {
-        let shown = path.display().to_string();
-        let bad = |e: anyhow::Error| Error::BadModel { path: shown.clone(), reason: format!("{e:#}") };
-        let (model, meta, interface) = if props.contains_key(contract::key::KIND) {
+    /// Like [`NextWordModel::load`], from the file's bytes; `name` names it in messages.
+    pub fn from_bytes(bytes: &[u8], name: &str, options: &LoadOptions) -> Result<Self> {
+        Self::from_file(ModelFile::parse(bytes, name.to_string())?, options)
+    }
+
+    pub(crate) fn from_file(file: ModelFile, options: &LoadOptions) -> Result<Self> {
+        let ModelFile { name, graph, props } = file;
+        let (graph, meta, interface) = if props.contains_key(crate::contract::key::KIND) {
             if options.vocab.is_some() {
-                return Err(Error::VocabNotNeeded(shown));
+                return Err(Error::VocabNotNeeded(name));
             }
-            let meta = NextWordMeta::from_props(props)
-                .map_err(|source| Error::Contract { path: shown.clone(), source })?;
+            let meta = NextWordMeta::from_props(&props)
+                .map_err(|source| Error::Contract { path: name.clone(), source })?;
             let interface = Interface::TokenIds { layers: meta.layers, hidden: meta.hidden };
-            (model, meta, interface)
+            (graph, meta, interface)
         } else {
-            foreign_one_hot(model, &shown, options)?
+            crate::foreign::one_hot(graph, &name, options)?
         };
-        let plan = model.into_optimized().and_then(|m| m.into_runnable()).map_err(bad)?;
+        let plan = ModelFile::plan(&name, graph)?;
         let vocab = Vocab::new(meta.vocab.clone());
         Ok(NextWordModel { plan, meta, vocab, interface })
     }
@@ -155,64 +162,60 @@ impl NextWordModel {
         self.interface
     }
 
-    /// One forward pass over `batch` rows of `seq` token ids each (row-major), from the given
-    /// state, or from zeros when `state` is `None`.
-    pub fn run_ids(
-        &self,
-        tokens: &[i64],
-        batch: usize,
-        seq: usize,
-        state: Option<(&[f32], &[f32])>,
-    ) -> Result<StepOutput> {
-        if batch == 0 || seq == 0 || tokens.len() != batch * seq {
-            return Err(Error::Option(format!(
-                "{} token ids do not make a [{batch}, {seq}] batch",
-                tokens.len()
-            )));
+    /// One forward pass over `tokens` `[batch, seq]`, from `state`, or from zeros when `state`
+    /// is `None`.
+    pub fn run(&self, tokens: ArrayView2<i64>, state: Option<&State>) -> Result<StepOutput> {
+        let (batch, seq) = tokens.dim();
+        if batch == 0 || seq == 0 {
+            return Err(Error::Input(format!("a [{batch}, {seq}] batch of token ids is empty")));
         }
         let n_vocab = self.vocab.len() as i64;
         if let Some(bad) = tokens.iter().find(|&&t| t < 0 || t >= n_vocab) {
-            return Err(Error::Option(format!("token id {bad} is outside the vocabulary")));
+            return Err(Error::Input(format!("token id {bad} is outside the vocabulary")));
         }
         match self.interface {
             Interface::TokenIds { layers, hidden } => {
-                let state_len = layers * batch * hidden;
-                let zeros = vec![0f32; state_len];
-                let (h0, c0) = state.unwrap_or((&zeros, &zeros));
-                if h0.len() != state_len || c0.len() != state_len {
-                    return Err(Error::Option(format!(
-                        "state must hold [{layers}, {batch}, {hidden}] values"
-                    )));
+                let zeros;
+                let state = match state {
+                    Some(s) => s,
+                    None => {
+                        let z = Array3::zeros((layers, batch, hidden));
+                        zeros = State { h: z.clone(), c: z };
+                        &zeros
+                    }
+                };
+                if state.h.dim() != (layers, batch, hidden) || state.c.dim() != (layers, batch, hidden) {
+                    return Err(Error::Input(format!("the state must be [{layers}, {batch}, {hidden}]")));
                 }
-                let inputs = tvec!(
-                    tensor_from(&[batch, seq], tokens.to_vec())?.into(),
-                    tensor_from(&[layers, batch, hidden], h0.to_vec())?.into(),
-                    tensor_from(&[layers, batch, hidden], c0.to_vec())?.into(),
-                );
+                let inputs =
+                    tvec!(read::input(tokens), read::input(state.h.view()), read::input(state.c.view()));
                 let out = self.plan.run(inputs).map_err(run_err)?;
-                Ok(StepOutput { logits: floats(&out[0])?, hn: floats(&out[1])?, cn: floats(&out[2])? })
+                Ok(StepOutput {
+                    logits: read::array(&out[0])?,
+                    state: Some(State { h: read::array(&out[1])?, c: read::array(&out[2])? }),
+                })
             }
             Interface::OneHot { seq: fixed } => {
                 if seq != fixed {
                     return Err(Error::PromptTooShort { need: fixed, got: seq });
                 }
                 if state.is_some() {
-                    return Err(Error::Option("this model takes no recurrent state".into()));
+                    return Err(Error::Input("this model takes no recurrent state".into()));
                 }
                 // The plan was optimised for batch 1 (tract needs a concrete batch for an LSTM
                 // without explicit initial states): one row at a time.
                 let vocab = self.vocab.len();
-                let mut logits = Vec::with_capacity(batch * vocab);
-                for row in tokens.chunks(seq) {
-                    let mut x = vec![0f32; seq * vocab];
+                let mut logits = Array2::zeros((batch, vocab));
+                for (row, mut out_row) in tokens.outer_iter().zip(logits.outer_iter_mut()) {
+                    let mut x = tract_ndarray::Array3::<f32>::zeros((1, seq, vocab));
                     for (t, &id) in row.iter().enumerate() {
-                        x[t * vocab + id as usize] = 1.0;
+                        x[(0, t, id as usize)] = 1.0;
                     }
-                    let out =
-                        self.plan.run(tvec!(tensor_from(&[1, seq, vocab], x)?.into())).map_err(run_err)?;
-                    logits.extend(floats(&out[0])?);
+                    let out = self.plan.run(tvec!(read::input(x.view()))).map_err(run_err)?;
+                    let l: Array2<f32> = read::array(&out[0])?;
+                    out_row.assign(&l.row(0));
                 }
-                Ok(StepOutput { logits, hn: vec![], cn: vec![] })
+                Ok(StepOutput { logits, state: None })
             }
         }
     }
@@ -245,11 +248,11 @@ impl NextWordModel {
     /// The `k` most likely next words after `prompt`.
     pub fn predict(&self, prompt: &str, k: usize) -> Result<Prediction> {
         if k == 0 {
-            return Err(Error::Option("-k must be at least 1".into()));
+            return Err(Error::argument("k", "must be at least 1"));
         }
         let (context, ids) = self.context(prompt)?;
-        let out = self.run_ids(&ids, 1, ids.len(), None)?;
-        let probs = softmax(&out.logits, 1.0);
+        let out = self.run(row(&ids).view(), None)?;
+        let probs = softmax(out.logits.as_slice().expect("a fresh array is contiguous"), 1.0);
         let top = top_k(&probs, k)
             .into_iter()
             .map(|i| WordProb { word: self.vocab.word(i).to_string(), probability: probs[i] })
@@ -266,15 +269,10 @@ impl NextWordModel {
 
     /// Like [`NextWordModel::generate`], one word at a time, as each is chosen.
     pub fn generate_iter(&self, prompt: &str, options: &GenerateOptions) -> Result<(Context, Words<'_>)> {
-        if !(options.temperature >= 0.0 && options.temperature.is_finite()) {
-            return Err(Error::Option("--temperature must be a finite number >= 0".into()));
-        }
-        if options.top_k == Some(0) {
-            return Err(Error::Option("--top-k must be at least 1".into()));
-        }
+        options.sampling().check()?;
         let (context, ids) = self.context(prompt)?;
         let last = match self.interface {
-            Interface::TokenIds { .. } => Some(self.run_ids(&ids, 1, ids.len(), None)?),
+            Interface::TokenIds { .. } => Some(self.run(row(&ids).view(), None)?),
             Interface::OneHot { .. } => None,
         };
         let words = Words {
@@ -287,30 +285,6 @@ impl NextWordModel {
             pending: None,
         };
         Ok((context, words))
-    }
-
-    fn choose(&self, logits: &[f32], options: &GenerateOptions, rng: &mut ChaCha8Rng) -> usize {
-        let mut probs = softmax(logits, options.temperature.max(f32::MIN_POSITIVE));
-        // `<unk>` is a stand-in for rare words, not a word to show; skip it unless it is all
-        // the model has.
-        if let Some(unk) = self.vocab.unk() {
-            if probs.iter().enumerate().any(|(i, &p)| i != unk && p > 0.0) {
-                probs[unk] = 0.0;
-            }
-        }
-        if options.temperature == 0.0 {
-            return top_k(&probs, 1)[0];
-        }
-        let candidates = top_k(&probs, options.top_k.unwrap_or(probs.len()));
-        let total: f32 = candidates.iter().map(|&i| probs[i]).sum();
-        let mut x = rng.random::<f32>() * total;
-        for &i in &candidates {
-            x -= probs[i];
-            if x <= 0.0 {
-                return i;
-            }
-        }
-        candidates[candidates.len() - 1]
     }
 }
 
@@ -339,21 +313,17 @@ impl Iterator for Words<'_> {
         let m = self.model;
         let step = match (&mut self.last, self.pending.take()) {
             // Feed the previous word, carrying the state: one LSTM step.
-            (Some(last), Some(id)) => {
-                m.run_ids(&[id], 1, 1, Some((&last.hn, &last.cn))).map(|out| *last = out)
-            }
+            (Some(last), Some(id)) => m.run(row(&[id]).view(), last.state.as_ref()).map(|out| *last = out),
             (Some(_), None) => Ok(()),
-            (None, _) => {
-                let seq = self.window.len();
-                m.run_ids(&self.window, 1, seq, None).map(|out| self.last = Some(out))
-            }
+            (None, _) => m.run(row(&self.window).view(), None).map(|out| self.last = Some(out)),
         };
         if let Err(e) = step {
             self.left = 0;
             return Some(Err(e));
         }
         let logits = &self.last.as_ref().expect("set above").logits;
-        let next = m.choose(logits, &self.options, &mut self.rng);
+        let logits = logits.as_slice().expect("a fresh array is contiguous");
+        let next = self.options.sampling().choose(logits, m.vocab.unk(), &mut self.rng);
         if let Interface::OneHot { .. } = m.interface {
             self.last = None;
             self.window.remove(0);
@@ -365,112 +335,7 @@ impl Iterator for Words<'_> {
     }
 }
 
-/// Softmax of `logits / temperature`, computed in f64 for stability.
-pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
-    let t = temperature as f64;
-    let max = logits.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
-    let exps: Vec<f64> = logits.iter().map(|&x| ((x as f64 - max) / t).exp()).collect();
-    let sum: f64 = exps.iter().sum();
-    exps.iter().map(|e| (e / sum) as f32).collect()
-}
-
-/// Indices of the `k` largest values, largest first (ties: lower index first).
-pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..values.len()).collect();
-    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
-    idx.truncate(k);
-    idx
-}
-
-fn floats(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_plain_array_view::<f32>().map_err(run_err)?.iter().copied().collect())
-}
-
-fn tensor_from<T: Datum>(shape: &[usize], data: Vec<T>) -> Result<Tensor> {
-    tract_ndarray::ArrayD::from_shape_vec(shape, data).map(|a| a.into_tensor()).map_err(run_err)
-}
-
-/// The file's `metadata_props`, without tract's `onnx.metadata_props.` prefix.
-pub(crate) fn metadata(model: &InferenceModel) -> BTreeMap<String, String> {
-    const PREFIX: &str = "onnx.metadata_props.";
-    model
-        .properties
-        .iter()
-        .filter_map(|(k, v)| {
-            let key = k.strip_prefix(PREFIX)?;
-            let value = v.try_as_plain_ram().ok()?.to_scalar::<String>().ok()?.clone();
-            Some((key.to_string(), value))
-        })
-        .collect()
-}
-
-/// A model without kiln metadata: accept a single one-hot float input `[batch, seq, vocab]`.
-fn foreign_one_hot(
-    model: InferenceModel,
-    shown: &str,
-    options: &LoadOptions,
-) -> Result<(InferenceModel, NextWordMeta, Interface)> {
-    let unsupported = |reason: String| Error::Unsupported { path: shown.to_string(), reason };
-    let vocab_path = options.vocab.as_ref().ok_or_else(|| Error::NeedVocab(shown.to_string()))?;
-    let vocab_text = std::fs::read_to_string(vocab_path)
-        .map_err(|e| Error::Read { path: vocab_path.display().to_string(), reason: e.to_string() })?;
-    let words: Vec<String> = serde_json::from_str(&vocab_text).map_err(|e| Error::Read {
-        path: vocab_path.display().to_string(),
-        reason: format!("not a JSON array of words: {e}"),
-    })?;
-    if words.is_empty() {
-        return Err(Error::Read {
-            path: vocab_path.display().to_string(),
-            reason: "the vocabulary is empty".into(),
-        });
-    }
-    let inputs = model.input_outlets().map_err(|e| unsupported(e.to_string()))?.len();
-    if inputs != 1 {
-        return Err(unsupported(format!(
-            "it has {inputs} inputs; a model without kiln metadata must take one one-hot \
-             float input [batch, seq, vocab]"
-        )));
-    }
-    let fact = model.input_fact(0).map_err(|e| unsupported(e.to_string()))?;
-    let dims: Vec<Option<usize>> = (0..fact.shape.rank().concretize().unwrap_or(0) as usize)
-        .map(|i| fact.shape.dim(i).and_then(|d| d.concretize()).and_then(|d| d.as_i64().map(|v| v as usize)))
-        .collect();
-    let (seq, vocab) = match (fact.datum_type.concretize(), dims.as_slice()) {
-        (Some(dt), [_, Some(seq), Some(vocab)]) if dt == f32::datum_type() => (*seq, *vocab),
-        _ => {
-            return Err(unsupported(format!(
-                "its input is {fact:?}; expected one-hot float [batch, seq, vocab]"
-            )))
-        }
-    };
-    if words.len() != vocab {
-        return Err(Error::VocabMismatch { vocab: words.len(), model: vocab });
-    }
-    let model = model
-        .with_input_fact(0, f32::fact([1, seq, vocab]).into())
-        .map_err(|e| unsupported(format!("{e:#}")))?;
-    let meta = NextWordMeta {
-        vocab: words,
-        // The seed's vocabulary is plain lower-case words split on spaces.
-        tokenizer: TokenizerSpec { lowercase: true, split_punctuation: false },
-        context: seq,
-        layers: 0,
-        hidden: 0,
-        train_config: serde_json::Value::Null,
-    };
-    Ok((model, meta, Interface::OneHot { seq }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn softmax_sums_to_one_and_keeps_order() {
-        let p = softmax(&[1.0, 3.0, 2.0], 1.0);
-        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert_eq!(top_k(&p, 3), [1, 2, 0]);
-        // A low temperature sharpens the distribution.
-        assert!(softmax(&[1.0, 3.0, 2.0], 0.1)[1] > p[1]);
-    }
+/// One row of token ids, `[1, len]`.
+fn row(ids: &[i64]) -> Array2<i64> {
+    Array2::from_shape_vec((1, ids.len()), ids.to_vec()).expect("one row of ids")
 }

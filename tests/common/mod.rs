@@ -3,45 +3,22 @@
 
 use std::path::PathBuf;
 
-use kiln_infer::contract::TokenizerSpec;
-use kiln_train::corpus::VocabOptions;
-use kiln_train::lm::{InputKind, LmConfig};
-use kiln_train::train_lm::{LmRun, LogStyle, Schedule, Source, TrainConfig};
+use kiln_train::lm::{LmOptions, LmRun};
+use kiln_train::optim::Schedule;
+use kiln_train::run::LogStyle;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// The seed preset, as `kiln-train lm --preset seed` sets it up.
+/// The seed preset, as `kiln-train lm --preset seed` sets it up, with training seed `seed` and
+/// no output.
 pub fn seed_run(seed: u64) -> LmRun {
-    LmRun {
-        model: LmConfig {
-            vocab: 0,
-            input: InputKind::OneHot,
-            hidden: 5,
-            layers: 1,
-            dropout: 0.0,
-            context: 2,
-        },
-        train: TrainConfig {
-            source: Source::Seed,
-            tokenizer: TokenizerSpec { lowercase: true, split_punctuation: false },
-            vocab: VocabOptions { min_count: 1, max_vocab: None },
-            lr: 0.01,
-            epochs: 500,
-            batch_size: None,
-            clip: None,
-            valid_fraction: 0.0,
-            schedule: Schedule::Constant,
-            seed,
-        },
-        device: tch::Device::Cpu,
-        out: None,
-        checkpoint: None,
-        checkpoint_every: 1,
-        log: LogStyle::Quiet,
-    }
+    let mut run = LmRun::seed_preset();
+    run.train.seed = seed;
+    run.log = LogStyle::Quiet;
+    run
 }
 
-/// A general run on `corpus` (embedding input).
+/// A general run on `corpus` (embedding input, the corpus defaults otherwise but for these).
 pub fn corpus_run(
     corpus: PathBuf,
     embed: i64,
@@ -50,33 +27,22 @@ pub fn corpus_run(
     context: i64,
     epochs: usize,
 ) -> LmRun {
-    LmRun {
-        model: LmConfig {
-            vocab: 0,
-            input: InputKind::Embedding { dim: embed },
-            hidden,
-            layers,
-            dropout: 0.0,
-            context,
-        },
-        train: TrainConfig {
-            source: Source::Corpus(corpus),
-            tokenizer: TokenizerSpec::default(),
-            vocab: VocabOptions { min_count: 1, max_vocab: None },
-            lr: 0.005,
-            epochs,
-            batch_size: Some(128),
-            clip: Some(5.0),
-            valid_fraction: 0.1,
-            schedule: Schedule::Cosine,
-            seed: 1,
-        },
-        device: tch::Device::Cpu,
-        out: None,
-        checkpoint: None,
-        checkpoint_every: 1,
-        log: LogStyle::Quiet,
-    }
+    let options = LmOptions {
+        corpus: Some(corpus),
+        embed: Some(embed),
+        hidden: Some(hidden),
+        layers: Some(layers),
+        context: Some(context),
+        epochs: Some(epochs),
+        lr: Some(0.005),
+        batch_size: Some(128),
+        schedule: Some(Schedule::Cosine),
+        seed: Some(1),
+        ..Default::default()
+    };
+    let mut run = options.resolve(tch::Device::Cpu).expect("a valid configuration");
+    run.log = LogStyle::Quiet;
+    run
 }
 
 /// A small text of random "sentences" over `words` words, one per line.
@@ -91,9 +57,11 @@ pub fn random_corpus(seed: u64, words: usize, lines: usize) -> String {
         .join("\n")
 }
 
+/// The largest absolute difference; NaN when either side holds one (see
+/// [`kiln_train::run::max_abs_diff`]), so `d <= tol` fails on NaN.
 pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    kiln_train::run::max_abs_diff(a, b)
 }
 
 pub fn to_vec(t: &tch::Tensor) -> Vec<f32> {
@@ -115,39 +83,26 @@ pub fn python() -> PathBuf {
 
 /// A small DCGAN trained for a few steps on random `channels`×`size`×`size` images (enough for
 /// BatchNorm's running statistics to move away from 0 and 1), exported to `out`.
-pub fn tiny_dcgan(size: i64, channels: i64, out: PathBuf) -> kiln_train::train_gan::GanOutcome {
-    use kiln_train::dcgan::DcganConfig;
-    use kiln_train::image_data::ImageSet;
-    use kiln_train::train_gan::{
-        train_from_loaded, GanArch, GanLog, GanLoss, GanRun, GanTrainConfig, TrainData,
-    };
+pub fn tiny_dcgan(size: i64, channels: i64, out: PathBuf) -> kiln_train::gan::GanOutcome {
+    use kiln_train::gan::data::images::ImageSet;
+    use kiln_train::gan::{train_on, GanOptions, TrainData};
     tch::manual_seed(size * 10 + channels);
     let images =
         tch::Tensor::rand([40, channels, size, size], (tch::Kind::Float, tch::Device::Cpu)) * 2.0 - 1.0;
     let data = TrainData::Images(ImageSet { images, labels: None, skipped: 0 });
-    let run = GanRun {
-        model: GanArch::Dcgan(DcganConfig { latent: 8, channels, size, g_width: 4, d_width: 4 }),
-        train: GanTrainConfig {
-            data: "random".into(),
-            folder: None,
-            loss: GanLoss::NonSaturating,
-            lr: 2e-4,
-            d_lr: None,
-            beta1: 0.5,
-            batch: 8,
-            steps_per_epoch: Some(5),
-            epochs: 1,
-            schedule: kiln_train::train_lm::Schedule::Constant,
-            r1: 0.0,
-            d_steps: 1,
-            ema: 0.0,
-            seed: 1,
-        },
-        device: tch::Device::Cpu,
+    let options = GanOptions {
+        data: "random".into(),
+        latent: Some(8),
+        g_width: Some(4),
+        d_width: Some(4),
+        batch: Some(8),
+        steps_per_epoch: Some(5),
+        epochs: Some(1),
+        seed: Some(1),
         out: Some(out),
-        checkpoint: None,
-        log_dir: None,
-        log: GanLog::Quiet,
+        ..Default::default()
     };
-    train_from_loaded(&run, &data).unwrap()
+    let mut run = options.resolve(&data, tch::Device::Cpu).unwrap();
+    (run.checkpoint, run.log_dir, run.log) = (None, None, LogStyle::Quiet);
+    train_on(&run, &data).unwrap()
 }

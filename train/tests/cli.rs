@@ -28,7 +28,7 @@ fn corpus(dir: &Path) -> String {
 
 /// Probabilities `kiln predict --json` gives for `prompt`.
 fn probabilities(model: &Path, prompt: &str) -> Vec<(String, f64)> {
-    let m = kiln_infer::next_word::NextWordModel::load(model, &Default::default()).unwrap();
+    let m = kiln_infer::NextWordModel::load(model, &Default::default()).unwrap();
     let p = m.predict(prompt, 50).unwrap();
     p.top.into_iter().map(|w| (w.word, w.probability as f64)).collect()
 }
@@ -194,7 +194,7 @@ fn rare_and_unknown_words_read_as_unk() {
         .args(["--out", out.to_str().unwrap()])
         .assert()
         .success();
-    let m = kiln_infer::next_word::NextWordModel::load(&out, &Default::default()).unwrap();
+    let m = kiln_infer::NextWordModel::load(&out, &Default::default()).unwrap();
     assert_eq!(m.vocab().words()[0], "<unk>");
     assert!(!m.vocab().contains("6") && m.vocab().contains("the"));
     let p = m.predict("the zebra", 3).unwrap();
@@ -272,7 +272,7 @@ fn random_idx(dir: &Path, n: usize) {
 
 /// Samples of an exported generator at fixed noise.
 fn samples(model: &Path) -> Vec<f32> {
-    kiln_infer::generator::GeneratorModel::load(model).unwrap().sample(4, 9).unwrap().data
+    kiln_infer::GeneratorModel::load(model).unwrap().sample(4, 9).unwrap().data.iter().copied().collect()
 }
 
 #[test]
@@ -307,7 +307,7 @@ fn dcgan_on_idx_files_writes_grids_checkpoints_and_resumes_exactly() {
     }
     // 64 fixed-noise samples in an 8×8 grid of 28-pixel images with 2-pixel gutters.
     assert_eq!(image::open(log.join("samples-epoch-003.png")).unwrap().width(), 8 * 30 + 2);
-    let g = kiln_infer::generator::GeneratorModel::load(&full).unwrap();
+    let g = kiln_infer::GeneratorModel::load(&full).unwrap();
     assert_eq!(g.meta().output_shape, [1, 28, 28]);
     assert_eq!(g.meta().latent, 8);
 
@@ -323,7 +323,7 @@ fn dcgan_on_idx_files_writes_grids_checkpoints_and_resumes_exactly() {
         .stdout(predicate::str::contains("epoch    3/3"));
     assert!(dir.path().join("part-log/samples-epoch-003.png").is_file());
     let (a, b) = (samples(&full), samples(&part));
-    let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    let d = kiln_train::run::max_abs_diff(&a, &b);
     assert!(d <= 1e-6, "resumed run differs from the uninterrupted one by {d}");
     fails(&["gan", "--resume", ckpt.to_str().unwrap(), "--epochs", "3"], "already done 3 of 3 epochs");
     fails(&["gan", "--resume", ckpt.to_str().unwrap(), "--data", "ring8"], "cannot be used with");
@@ -356,7 +356,7 @@ fn picture_folders_are_read_and_unreadable_files_counted() {
         .assert()
         .success()
         .stdout(predicate::str::contains("6 images, 1 unreadable files skipped"));
-    let g = kiln_infer::generator::GeneratorModel::load(&out).unwrap();
+    let g = kiln_infer::GeneratorModel::load(&out).unwrap();
     assert_eq!(g.meta().output_shape, [3, 32, 32]);
     // The weight average can be switched on when resuming; it starts from the saved weights.
     let ckpt = dir.path().join("g.ckpt.safetensors");
@@ -366,7 +366,7 @@ fn picture_folders_are_read_and_unreadable_files_counted() {
         .assert()
         .success()
         .stdout(predicate::str::contains("epoch    2/2"));
-    let info = kiln_infer::generator::GeneratorModel::load(&out).unwrap().meta().train_config.clone();
+    let info = kiln_infer::GeneratorModel::load(&out).unwrap().meta().train_config.clone();
     assert_eq!(info["train"]["ema"], 0.5);
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();

@@ -29,7 +29,7 @@ fn shipped_fashion_dcgan_keeps_its_measured_quality() {
     assert_eq!(r["generated"]["images"], 10_000);
     let (g_is, real_is) = (f(&r["generated"]["inception_score"]), f(&r["real"]["inception_score"]));
     assert!(real_is > 5.0, "a 10-class test set should score well above 1: {real_is}");
-    // Issue 3's bar: 0.8 × the real IS. Measured when the model was shipped (models/README.md):
+    // The bar: 0.8 × the real IS. Measured when the model was shipped (models/README.md):
     // 0.827 at noise seed 0 (this test's), 0.820 and 0.818 at seeds 1 and 2; a classifier
     // trained with another summation order moved the figure by 0.005.
     assert!(g_is >= 0.8 * real_is, "IS {g_is} < 0.8 × real {real_is}");

@@ -18,12 +18,10 @@ use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Device, Kind, Tensor};
 
-use crate::adam::Adam;
 use crate::checkpoint;
-use crate::image_data::ImageSet;
-
-const CACHE_KIND: &str = "fashion-mnist-classifier";
-const CACHE_FORMAT: u32 = 1;
+use crate::gan::data::images::ImageSet;
+use crate::optim::Adam;
+use crate::run;
 /// Feature size (the penultimate layer).
 pub const FEATURES: i64 = 128;
 
@@ -87,8 +85,6 @@ impl Classifier {
 /// What the cached classifier's file says about it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClassifierInfo {
-    pub kind: String,
-    pub format: u32,
     pub epochs: usize,
     pub seed: u64,
     pub test_accuracy: f64,
@@ -122,13 +118,10 @@ pub fn load_or_train(
     log: bool,
 ) -> anyhow::Result<Trained> {
     if let Some(path) = cache.filter(|p| p.is_file()) {
-        let loaded = checkpoint::load(path)?;
-        let info: ClassifierInfo = serde_json::from_value(loaded.info)
-            .ok()
-            .filter(|i: &ClassifierInfo| i.kind == CACHE_KIND && i.format == CACHE_FORMAT)
-            .with_context(|| {
-                format!("{} is not a kiln Fashion-MNIST classifier: delete it to retrain", path.display())
-            })?;
+        let retrain =
+            || format!("{} is not a kiln Fashion-MNIST classifier: delete it to retrain", path.display());
+        let loaded = checkpoint::load(path, checkpoint::FASHION_CLASSIFIER).with_context(retrain)?;
+        let info: ClassifierInfo = serde_json::from_value(loaded.info).with_context(retrain)?;
         let mut vs = nn::VarStore::new(Device::Cpu);
         let model = Classifier::new(&vs.root());
         checkpoint::restore(&vs, &loaded.tensors, "").with_context(|| format!("{}", path.display()))?;
@@ -144,7 +137,7 @@ pub fn load_or_train(
     let batch = 128;
     for epoch in 0..epochs {
         let t0 = std::time::Instant::now();
-        tch::manual_seed((seed as i64).wrapping_mul(1_000_003).wrapping_add(epoch as i64));
+        tch::manual_seed(run::epoch_seed(seed, epoch));
         let order = Tensor::randperm(n, (Kind::Int64, Device::Cpu));
         let mut loss_sum = 0.0;
         for start in (0..n).step_by(batch) {
@@ -166,16 +159,13 @@ pub fn load_or_train(
     }
     vs.freeze();
     let test_accuracy = model.accuracy(test)?;
-    let info = ClassifierInfo { kind: CACHE_KIND.into(), format: CACHE_FORMAT, epochs, seed, test_accuracy };
+    let info = ClassifierInfo { epochs, seed, test_accuracy };
     if let Some(path) = cache {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        checkpoint::save(
-            path,
-            &vs.variables().into_iter().collect::<Vec<_>>(),
-            &serde_json::to_value(&info)?,
-        )?;
+        let tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        checkpoint::save(path, checkpoint::FASHION_CLASSIFIER, &tensors, &info)?;
     }
     Ok(Trained { vs, model, info, cached: false })
 }

@@ -1,7 +1,7 @@
 //! TextLSTM: the next-word model, top to bottom: the LSTM layer, the config, the model.
 //!
 //! Parameter paths (`embedding.weight`, `lstm.weight_ih_l0`, `head.weight`, …) are part of the
-//! export contract: [`crate::export`] maps them to ONNX. Change them only together.
+//! export contract: [`super::export`] maps them to ONNX. Change them only together.
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Kind, Tensor};

@@ -59,7 +59,7 @@ impl DcganConfig {
     /// The exporter's view of a [`Generator`] held in `vs`: Reshape, ConvTranspose, BatchNorm
     /// (running statistics), ReLU, Tanh.
     pub fn generator_stack(&self, vs: &nn::VarStore) -> anyhow::Result<Vec<GenLayer>> {
-        let mut p = crate::export::Params::new(vs);
+        let mut p = crate::weights::Params::new(vs);
         let (s0, n) = self.checked_plan();
         let ch = self.g_channels();
         let mut stack = vec![GenLayer::Reshape(vec![self.latent as usize, 1, 1])];

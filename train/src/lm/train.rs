@@ -5,101 +5,22 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
-use indicatif::{ProgressBar, ProgressStyle};
-use kiln_infer::contract::{NextWordMeta, TokenizerSpec};
-use kiln_infer::next_word::{LoadOptions, NextWordModel};
+use kiln_infer::contract::NextWordMeta;
+use kiln_infer::ndarray::Array2;
 use kiln_infer::text::Vocab;
+use kiln_infer::{LoadOptions, NextWordModel};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::adam::Adam;
+use super::config::{LmRun, Source, TrainConfig};
+use super::corpus::{self, Windows};
+use super::model::{InputKind, LmConfig, TextLstm, MAX_ONE_HOT_VOCAB};
 use crate::checkpoint;
-use crate::corpus::{self, VocabOptions, Windows};
-use crate::lm::{InputKind, LmConfig, TextLstm, MAX_ONE_HOT_VOCAB};
-
-/// Where the text comes from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Source {
-    /// The seed lecture's six sentences.
-    Seed,
-    /// A UTF-8 text file, one sequence per line.
-    Corpus(PathBuf),
-}
-
-/// How training runs; saved in checkpoints and in the exported file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    pub source: Source,
-    pub tokenizer: TokenizerSpec,
-    pub vocab: VocabOptions,
-    pub lr: f64,
-    pub epochs: usize,
-    /// Examples per step; `None` trains on the whole set at once (the seed's full batch).
-    pub batch_size: Option<usize>,
-    /// Clip the gradients' global norm to this.
-    pub clip: Option<f64>,
-    /// Fraction of lines held out for validation.
-    pub valid_fraction: f64,
-    /// How the learning rate moves over the run.
-    #[serde(default)]
-    pub schedule: Schedule,
-    pub seed: u64,
-}
-
-/// Learning-rate schedule.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Schedule {
-    /// The same rate throughout (the seed lecture).
-    #[default]
-    Constant,
-    /// Cosine decay from `lr` to `lr / 100` over all steps (Loshchilov & Hutter 2017, no
-    /// restarts): large steps early, fine ones at the end.
-    Cosine,
-}
-
-impl Schedule {
-    /// The rate for step `step` (0-based) of `total`.
-    pub fn lr(self, base: f64, step: usize, total: usize) -> f64 {
-        match self {
-            Schedule::Constant => base,
-            Schedule::Cosine => {
-                let min = base / 100.0;
-                let t = step as f64 / total.max(1) as f64;
-                min + 0.5 * (base - min) * (1.0 + (std::f64::consts::PI * t).cos())
-            }
-        }
-    }
-}
-
-/// What the user sees while training runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogStyle {
-    /// The seed lecture's lines (`Epoch: 0100 cost = 0.146148`) and its final prediction line.
-    Seed,
-    /// A progress bar with loss and perplexity, and one line per epoch.
-    Progress,
-    /// Nothing (library use, tests).
-    Quiet,
-}
-
-/// Everything one `kiln-train lm` run needs.
-#[derive(Debug, Clone)]
-pub struct LmRun {
-    pub model: LmConfig,
-    pub train: TrainConfig,
-    pub device: Device,
-    /// Export the trained model here.
-    pub out: Option<PathBuf>,
-    /// Save a checkpoint here every `checkpoint_every` epochs and at the end.
-    pub checkpoint: Option<PathBuf>,
-    pub checkpoint_every: usize,
-    pub log: LogStyle,
-}
+use crate::optim::Adam;
+use crate::run::{self, LogStyle, Progress};
 
 /// One epoch's figures.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -111,10 +32,9 @@ pub struct EpochStats {
     pub valid_loss: Option<f64>,
 }
 
-/// The checkpoint's JSON.
+/// The checkpoint's JSON (its kind and format are [`checkpoint::NEXT_WORD`]'s).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CheckpointInfo {
-    format: u32,
     epochs_done: usize,
     adam_step: i64,
     model: LmConfig,
@@ -210,27 +130,38 @@ pub fn evaluate(model: &TextLstm, w: &Windows, device: Device) -> f64 {
 }
 
 /// Trains from scratch.
-pub fn train_lm(run: &LmRun) -> anyhow::Result<LmOutcome> {
+pub fn train(run: &LmRun) -> anyhow::Result<LmOutcome> {
     let data = prepare_data(&run.train, run.model.context as usize, None)?;
     let mut model_cfg = run.model.clone();
     model_cfg.vocab = data.vocab.len() as i64;
     train_from(run, model_cfg, data, None)
 }
 
-/// Continues a run from `checkpoint`: same model, data and vocabulary, optimizer moments
-/// restored; `epochs` (if given) raises the total number of epochs.
-pub fn resume_lm(
-    checkpoint_path: &Path,
-    epochs: Option<usize>,
-    device: Device,
-    out: Option<PathBuf>,
-    log: LogStyle,
-) -> anyhow::Result<LmOutcome> {
-    let loaded = checkpoint::load(checkpoint_path)?;
+/// How to continue a saved run.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    /// The checkpoint to continue from (and to keep saving to).
+    pub checkpoint: PathBuf,
+    /// Raise the total number of epochs to this (default: as saved).
+    pub epochs: Option<usize>,
+    pub device: Device,
+    /// Export the model here at the end.
+    pub out: Option<PathBuf>,
+    pub log: LogStyle,
+}
+
+/// Continues a run from its checkpoint: same model, data and vocabulary, optimizer moments
+/// restored.
+pub fn resume(r: &Resume) -> anyhow::Result<LmOutcome> {
+    if let Some(out) = &r.out {
+        run::check_output_folder(out, "--out")?;
+    }
+    let checkpoint_path = r.checkpoint.as_path();
+    let loaded = checkpoint::load(checkpoint_path, checkpoint::NEXT_WORD)?;
     let info: CheckpointInfo = serde_json::from_value(loaded.info.clone())
         .with_context(|| format!("{} is not a next-word checkpoint", checkpoint_path.display()))?;
     let mut train = info.train.clone();
-    if let Some(e) = epochs {
+    if let Some(e) = r.epochs {
         train.epochs = e;
     }
     checkpoint::check_epochs_left(info.epochs_done, train.epochs)?;
@@ -238,18 +169,18 @@ pub fn resume_lm(
     let run = LmRun {
         model: info.model.clone(),
         train,
-        device,
-        out,
+        device: r.device,
+        out: r.out.clone(),
         checkpoint: Some(checkpoint_path.to_path_buf()),
         checkpoint_every: 1,
-        log,
+        log: r.log,
     };
     train_from(&run, info.model.clone(), data, Some((info, loaded.tensors)))
 }
 
-type Resume = (CheckpointInfo, std::collections::HashMap<String, Tensor>);
+type Saved = (CheckpointInfo, std::collections::HashMap<String, Tensor>);
 
-fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Resume>) -> anyhow::Result<LmOutcome> {
+fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Saved>) -> anyhow::Result<LmOutcome> {
     if cfg.input == InputKind::OneHot && cfg.vocab > MAX_ONE_HOT_VOCAB {
         bail!(
             "one-hot input with {} words would need a {0}×{0} table: use --input embedding \
@@ -277,34 +208,19 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Resume>) 
     let batch = run.train.batch_size.unwrap_or(n).clamp(1, n);
     let steps_per_epoch = n.div_ceil(batch);
     let total_steps = run.train.epochs * steps_per_epoch;
-    let bar = match run.log {
-        LogStyle::Progress => {
-            let bar = ProgressBar::new(((run.train.epochs - start) * steps_per_epoch) as u64);
-            bar.set_style(
-                ProgressStyle::with_template("{bar:30} {pos}/{len} steps, {elapsed_precise} < {eta} {msg}")
-                    .expect("the template is valid"),
-            );
-            bar
-        }
-        _ => ProgressBar::hidden(),
-    };
-    if run.log == LogStyle::Progress {
-        bar.suspend(|| {
-            println!(
-                "training on {} windows ({} held out), vocabulary {}, {} step(s) per epoch, {:?}",
-                n,
-                data.valid.len(),
-                data.vocab.len(),
-                steps_per_epoch,
-                device
-            )
-        });
-    }
+    let bar = Progress::new((run.train.epochs - start) * steps_per_epoch, run.log);
+    bar.println(format!(
+        "training on {} windows ({} held out), vocabulary {}, {} step(s) per epoch, {:?}",
+        n,
+        data.valid.len(),
+        data.vocab.len(),
+        steps_per_epoch,
+        device
+    ));
 
     for epoch in start..run.train.epochs {
         let t0 = Instant::now();
-        // Per-epoch seeds: a resumed run shuffles and drops out exactly as an uninterrupted one.
-        tch::manual_seed((run.train.seed as i64).wrapping_mul(1_000_003).wrapping_add(epoch as i64));
+        tch::manual_seed(run::epoch_seed(run.train.seed, epoch));
         let mut order: Vec<i64> = (0..n as i64).collect();
         if batch < n {
             let mut rng = ChaCha8Rng::seed_from_u64(run.train.seed);
@@ -326,7 +242,7 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Resume>) 
             loss_sum += value * len as f64;
             adam.lr = run.train.schedule.lr(run.train.lr, epoch * steps_per_epoch + step, total_steps);
             adam.backward_step(&loss, run.train.clip);
-            bar.inc(1);
+            bar.step();
         }
         let stats = EpochStats {
             epoch: epoch + 1,
@@ -344,16 +260,14 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Resume>) 
                     None => String::new(),
                 };
                 bar.set_message(format!("loss {:.4}{valid}", stats.train_loss));
-                bar.suspend(|| {
-                    println!(
-                        "epoch {:>4}/{}  train loss {:.4}  ppl {:.2}{valid}  ({:.1} s)",
-                        epoch + 1,
-                        run.train.epochs,
-                        stats.train_loss,
-                        stats.train_loss.exp(),
-                        t0.elapsed().as_secs_f64()
-                    )
-                });
+                bar.println(format!(
+                    "epoch {:>4}/{}  train loss {:.4}  ppl {:.2}{valid}  ({:.1} s)",
+                    epoch + 1,
+                    run.train.epochs,
+                    stats.train_loss,
+                    stats.train_loss.exp(),
+                    t0.elapsed().as_secs_f64()
+                ));
             }
             _ => {}
         }
@@ -361,7 +275,6 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Resume>) 
         if let Some(path) = &run.checkpoint {
             if last || (epoch + 1) % run.checkpoint_every.max(1) == 0 {
                 let info = CheckpointInfo {
-                    format: 1,
                     epochs_done: epoch + 1,
                     adam_step: adam.step,
                     model: cfg.clone(),
@@ -372,11 +285,11 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Resume>) 
                 let mut tensors: Vec<(String, Tensor)> =
                     vs.variables().into_iter().map(|(k, v)| (format!("model.{k}"), v)).collect();
                 tensors.extend(adam.state());
-                checkpoint::save(path, &tensors, &serde_json::to_value(&info)?)?;
+                checkpoint::save(path, checkpoint::NEXT_WORD, &tensors, &info)?;
             }
         }
     }
-    bar.finish_and_clear();
+    bar.finish();
     vs.freeze();
 
     let meta = NextWordMeta {
@@ -397,7 +310,7 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Resume>) 
         println!("{}", seed_prediction_line(&outcome));
     }
     if let Some(out) = &run.out {
-        crate::export::export_next_word(&outcome.vs, &cfg, &outcome.meta, out)
+        super::export::write_onnx(&outcome.vs, &cfg, &outcome.meta, out)
             .with_context(|| format!("cannot export to {}", out.display()))?;
         let diff = verify_export(&outcome, out)?;
         if run.log == LogStyle::Progress {
@@ -424,22 +337,16 @@ fn seed_prediction_line(o: &LmOutcome) -> String {
 }
 
 /// Loads the exported file with tract and compares its logits with the tch model's on up to 64
-/// training windows. A difference above 1e-3 means the exporter is wrong: the file is removed.
+/// training windows (see [`run::check_export`]).
 fn verify_export(o: &LmOutcome, path: &Path) -> anyhow::Result<f32> {
     let model = NextWordModel::load(path, &LoadOptions::default())?;
     let w = &o.data.train;
     let n = w.len().min(64);
-    let ids = &w.inputs[..n * w.context];
-    let got = model.run_ids(ids, n, w.context, None)?;
+    let ids = Array2::from_shape_vec((n, w.context), w.inputs[..n * w.context].to_vec())?;
+    let got = model.run(ids.view(), None)?;
     let (x, _) = windows_tensors(w, Device::Cpu);
     let want = o.logits(&x.narrow(0, 0, n as i64)).to_device(Device::Cpu).view(-1);
     let want: Vec<f32> = Vec::try_from(&want)?;
-    let diff = got.logits.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    if diff.is_nan() || diff > 1e-3 {
-        let _ = std::fs::remove_file(path);
-        bail!(
-            "the exported model disagrees with the trained one (max |Δlogit| = {diff}); nothing was written"
-        );
-    }
-    Ok(diff)
+    let got: Vec<f32> = got.logits.iter().copied().collect();
+    run::check_export(path, &got, &want, 1e-3, "model")
 }

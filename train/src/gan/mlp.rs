@@ -1,10 +1,14 @@
 //! The seed lecture's GAN, fully connected: generator G(z), discriminator D(x), top to bottom.
 //!
 //! Parameter paths (`g.l0.weight`, `g.bn0.running_mean`, `g.out.weight`, `d.l0.weight`, …) are
-//! part of the export contract: [`crate::export::generator_stack`] reads them.
+//! part of the export contract: [`MlpGanConfig::generator_stack`] reads them.
 
+use kiln_export::layers::{Activation, Linear};
+use kiln_export::GenLayer;
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, nn::ModuleT, Tensor};
+
+use crate::weights::Params;
 
 /// The shape of an MLP GAN.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,8 +28,40 @@ pub struct MlpGanConfig {
     pub pack: i64,
     /// D's hidden units: maxout over this many linear pieces (Goodfellow et al. 2013, the
     /// discriminator of the VEEGAN and PacGAN 2-D experiments); 1 = LeakyReLU(0.2).
-    #[serde(default = "crate::one")]
+    #[serde(default = "crate::checkpoint::one")]
     pub maxout: i64,
+}
+
+impl MlpGanConfig {
+    /// The exporter's view of a [`Generator`] held in `vs` (BatchNorm with its running
+    /// statistics).
+    pub fn generator_stack(&self, vs: &nn::VarStore) -> anyhow::Result<Vec<GenLayer>> {
+        let mut p = Params::new(vs);
+        let mut stack = Vec::new();
+        let mut width = self.latent as usize;
+        let h = self.hidden as usize;
+        for i in 0..self.g_layers {
+            stack.push(GenLayer::Linear(Linear {
+                inputs: width,
+                outputs: h,
+                weight: p.take(&format!("g.l{i}.weight"))?,
+                bias: p.take(&format!("g.l{i}.bias"))?,
+            }));
+            if self.batch_norm {
+                stack.push(GenLayer::BatchNorm(p.batch_norm(&format!("g.bn{i}"), h)?));
+            }
+            stack.push(GenLayer::Activation(Activation::Relu));
+            width = h;
+        }
+        stack.push(GenLayer::Linear(Linear {
+            inputs: width,
+            outputs: self.dim as usize,
+            weight: p.take("g.out.weight")?,
+            bias: p.take("g.out.bias")?,
+        }));
+        p.finish()?;
+        Ok(stack)
+    }
 }
 
 /// G: `[batch, latent]` → `[batch, dim]`; Linear (+ BatchNorm) + ReLU per hidden layer.

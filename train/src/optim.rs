@@ -1,8 +1,37 @@
-//! Adam (Kingma & Ba 2015) with PyTorch's defaults and update rule, and gradient clipping by
-//! global norm. Written here rather than taken from tch's optimizer so that its moments can be
-//! saved in checkpoints: `--resume` then continues exactly where training stopped.
+//! Optimisation shared by every training loop: Adam (Kingma & Ba 2015) with PyTorch's defaults
+//! and update rule, gradient clipping by global norm, and learning-rate schedules.
+//!
+//! Adam is written here rather than taken from tch's optimizer so that its moments can be saved
+//! in checkpoints: `--resume` then continues exactly where training stopped.
 
+use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
+
+/// Learning-rate schedule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// The same rate throughout (the seed lecture).
+    #[default]
+    Constant,
+    /// Cosine decay from `lr` to `lr / 100` over all steps (Loshchilov & Hutter 2017, no
+    /// restarts): large steps early, fine ones at the end.
+    Cosine,
+}
+
+impl Schedule {
+    /// The rate for step `step` (0-based) of `total`.
+    pub fn lr(self, base: f64, step: usize, total: usize) -> f64 {
+        match self {
+            Schedule::Constant => base,
+            Schedule::Cosine => {
+                let min = base / 100.0;
+                let t = step as f64 / total.max(1) as f64;
+                min + 0.5 * (base - min) * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Adam {

@@ -1,0 +1,156 @@
+//! The scaffolding every training run shares: what the user sees while it runs, per-epoch seeds,
+//! where its files go, and the check that an exported file computes what the trained model does.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// What the user sees while training runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStyle {
+    /// The seed lecture's own lines (`Epoch: 0100 cost = 0.146148`) and its final prediction
+    /// line (next-word models; other runs show nothing).
+    Seed,
+    /// A progress bar on stderr and one line per epoch on stdout.
+    Progress,
+    /// Nothing (library use, tests).
+    Quiet,
+}
+
+/// The progress bar of a run and the lines printed above it.
+pub struct Progress {
+    bar: ProgressBar,
+    visible: bool,
+}
+
+impl Progress {
+    /// A bar over `steps` steps, shown only with [`LogStyle::Progress`].
+    pub fn new(steps: usize, style: LogStyle) -> Self {
+        let visible = style == LogStyle::Progress;
+        let bar = if visible {
+            let bar = ProgressBar::new(steps as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} steps, {elapsed_precise} < {eta} {msg}")
+                    .expect("the template is valid"),
+            );
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Progress { bar, visible }
+    }
+
+    /// Prints `line` on stdout above the bar (nothing when the bar is not shown).
+    pub fn println(&self, line: impl AsRef<str>) {
+        if self.visible {
+            self.bar.suspend(|| println!("{}", line.as_ref()));
+        }
+    }
+
+    /// The text beside the bar.
+    pub fn set_message(&self, message: String) {
+        self.bar.set_message(message);
+    }
+
+    /// One step done.
+    pub fn step(&self) {
+        self.bar.inc(1);
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// libtorch's seed for epoch `epoch` of a run seeded with `seed`: each epoch draws from its own
+/// seed, so a resumed run shuffles, drops out and samples exactly as an uninterrupted one.
+pub fn epoch_seed(seed: u64, epoch: usize) -> i64 {
+    (seed as i64).wrapping_mul(1_000_003).wrapping_add(epoch as i64)
+}
+
+/// Checks that the folder `path` would be written into exists; `flag` names the setting in the
+/// message.
+pub fn check_output_folder(path: &Path, flag: &str) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        bail!("{flag} {}: the folder {} does not exist", path.display(), dir.display());
+    }
+    Ok(())
+}
+
+/// A file beside `out`: its stem followed by `suffix` (`g.onnx`, `.ckpt.safetensors` →
+/// `g.ckpt.safetensors`).
+pub fn beside(out: &Path, suffix: &str) -> PathBuf {
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    out.with_file_name(format!("{stem}{suffix}"))
+}
+
+/// The default checkpoint of a run exporting to `out`: `OUT.ckpt.safetensors` beside it.
+pub fn default_checkpoint(out: Option<&Path>) -> Option<PathBuf> {
+    out.map(|o| beside(o, ".ckpt.safetensors"))
+}
+
+/// The largest absolute difference between `a` and `b`; NaN when either holds a NaN or
+/// they differ in length, so that no comparison built on it can pass by accident.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::NAN;
+    }
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, |m, d| {
+        if d.is_nan() || m.is_nan() {
+            f32::NAN
+        } else {
+            m.max(d)
+        }
+    })
+}
+
+/// The check of an exported file: `got` (the file, run by tract) against `want` (the trained
+/// model). Above `tolerance` — or NaN — the exporter is wrong: the file is removed and the
+/// run fails. Returns the largest difference.
+pub fn check_export(
+    path: &Path,
+    got: &[f32],
+    want: &[f32],
+    tolerance: f32,
+    what: &str,
+) -> anyhow::Result<f32> {
+    let diff = max_abs_diff(got, want);
+    if diff.is_nan() || diff > tolerance {
+        let _ = std::fs::remove_file(path);
+        bail!("the exported {what} disagrees with the trained one (max |Δ| = {diff}); nothing was written");
+    }
+    Ok(diff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_see_nan_and_length() {
+        assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.5, 2.0]), 0.5);
+        assert!(max_abs_diff(&[1.0, f32::NAN], &[1.0, 2.0]).is_nan());
+        assert!(max_abs_diff(&[f32::NAN, 1.0], &[1.0, 1.0]).is_nan());
+        assert!(max_abs_diff(&[1.0], &[1.0, 2.0]).is_nan());
+    }
+
+    #[test]
+    fn a_failed_export_check_removes_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.onnx");
+        std::fs::write(&path, b"x").unwrap();
+        assert_eq!(check_export(&path, &[1.0], &[1.0], 1e-3, "model").unwrap(), 0.0);
+        assert!(path.exists());
+        assert!(check_export(&path, &[f32::NAN], &[1.0], 1e-3, "model").is_err());
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn outputs_go_beside_the_model() {
+        assert_eq!(beside(Path::new("d/g.onnx"), "-log"), Path::new("d/g-log"));
+        assert_eq!(default_checkpoint(Some(Path::new("m.onnx"))).unwrap(), Path::new("m.ckpt.safetensors"));
+    }
+}
