@@ -24,7 +24,7 @@
 
 pub mod bench;
 pub mod contract;
-pub mod error;
+mod error;
 pub mod foreign;
 pub mod fsx;
 pub mod generator;
@@ -35,7 +35,7 @@ pub mod samples;
 pub mod sampling;
 pub mod text;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, Source as ErrorSource};
 pub use generator::GeneratorModel;
 pub use next_word::{LoadOptions, NextWordModel};
 /// tract's ONNX protobuf types, re-exported for the exporter.

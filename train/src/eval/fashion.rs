@@ -61,8 +61,19 @@ pub struct FashionReport {
     pub reference_images: usize,
 }
 
+impl Default for FashionEval {
+    /// 10,000 samples from noise seed 0 (as many as the test set), the default cache, a
+    /// classifier of 3 epochs, quiet.
+    fn default() -> Self {
+        FashionEval { samples: 10_000, seed: 0, classifier: None, classifier_epochs: 3, log: false }
+    }
+}
+
 /// Measures generator `g` (named `model` in the report) on Fashion-MNIST.
 pub fn evaluate(g: &GeneratorModel, model: &str, e: &FashionEval) -> anyhow::Result<FashionReport> {
+    if e.samples == 0 {
+        bail!("--samples must be at least 1");
+    }
     if g.meta().output_shape != [1, 28, 28] {
         bail!(
             "{model} makes samples of shape {:?}; --data fashion-mnist needs 1×28×28 images",

@@ -11,6 +11,9 @@ use serde::Serialize;
 
 use crate::gan::data::mixtures::Mixture;
 
+/// Samples drawn when none is said: PacGAN's tables use 2,500.
+pub const DEFAULT_SAMPLES: usize = 2500;
+
 /// The metrics of `n` samples of generator `g` (named `model` in messages), drawn from the
 /// noise of `seed`, against `mixture`.
 pub fn evaluate(
@@ -20,6 +23,9 @@ pub fn evaluate(
     n: usize,
     seed: u64,
 ) -> anyhow::Result<ModeMetrics> {
+    if n == 0 {
+        bail!("--samples must be at least 1");
+    }
     if g.meta().output_shape != [2] {
         bail!(
             "{model} makes samples of shape {:?}; --data {} needs 2-D points",

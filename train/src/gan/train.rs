@@ -17,7 +17,7 @@ use kiln_infer::GeneratorModel;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
-use super::config::{check_arch, check_ema, check_outputs, GanLoss, GanRun, GanTrainConfig};
+use super::config::{check_arch, check_ema, check_outputs, validate, GanLoss, GanRun, GanTrainConfig};
 use super::data::TrainData;
 use super::ema::Ema;
 use super::{Discriminator, GanArch, Generator};
@@ -348,6 +348,7 @@ struct EpochSums {
 
 fn train_from(run: &GanRun, data: &TrainData, resume: Option<Saved>) -> anyhow::Result<GanOutcome> {
     let (arch, t) = (&run.model, &run.train);
+    validate(t)?;
     let shape = data.sample_shape();
     check_arch(arch, &shape, &t.data)?;
     if let TrainData::Images(set) = data {

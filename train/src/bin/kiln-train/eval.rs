@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
 use kiln_infer::GeneratorModel;
 use kiln_train::eval::fashion::{self, FashionEval};
 use kiln_train::eval::modes;
@@ -26,9 +25,9 @@ pub struct EvalArgs {
     /// ~/.cache/kiln/fashion-mnist-classifier.safetensors].
     #[arg(long, value_name = "FILE")]
     classifier: Option<PathBuf>,
-    /// fashion-mnist: epochs to train the classifier when it is not cached.
-    #[arg(long, default_value_t = 3)]
-    classifier_epochs: usize,
+    /// fashion-mnist: epochs to train the classifier when it is not cached [default: 3].
+    #[arg(long)]
+    classifier_epochs: Option<usize>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -36,22 +35,20 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let g = GeneratorModel::load(&a.model)?;
-    if a.samples == Some(0) {
-        bail!("--samples must be at least 1");
-    }
     let name = a.model.display().to_string();
     if a.data == "fashion-mnist" {
+        let d = FashionEval::default();
         let e = FashionEval {
-            samples: a.samples.unwrap_or(10_000),
+            samples: a.samples.unwrap_or(d.samples),
             seed: a.seed,
             classifier: a.classifier.clone(),
-            classifier_epochs: a.classifier_epochs,
+            classifier_epochs: a.classifier_epochs.unwrap_or(d.classifier_epochs),
             log: !a.json,
         };
         return print_fashion(&fashion::evaluate(&g, &name, &e)?, a.json);
     }
     let mixture = Mixture::by_name(&a.data).expect("clap checked the name");
-    let m = modes::evaluate(&g, &name, &mixture, a.samples.unwrap_or(2500), a.seed)?;
+    let m = modes::evaluate(&g, &name, &mixture, a.samples.unwrap_or(modes::DEFAULT_SAMPLES), a.seed)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&m)?);
     } else {
