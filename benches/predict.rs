@@ -21,7 +21,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("one LSTM step with carried state", |b| {
         b.iter(|| model.run(word.view(), out.state.as_ref()).unwrap())
     });
-    let options = GenerateOptions { words: 100, temperature: 1.0, top_k: None, seed: 1 };
+    let options = GenerateOptions { words: 100, seed: 1, ..Default::default() };
     c.bench_function("generate 100 words", |b| b.iter(|| model.generate("you", &options).unwrap()));
 }
 

@@ -106,12 +106,28 @@ fn held_out_cross_entropy_is_within_5_percent_of_the_true_entropy() {
         std::fs::copy(&corpus, keep).unwrap();
     }
 
-    // Measured with this configuration (kiln-train lm --embed 64 --hidden 256 --context 2
-    // --epochs 16 --batch-size 256 --lr 0.005, cosine schedule): 1.0509 against 1.0155, ratio 1.035;
-    // a count-based trigram estimate on the same text reaches 1.040.
-    let mut run = common::corpus_run(corpus, 64, 256, 1, 2, 16);
-    run.train.batch_size = Some(256);
-    run.train.lr = 0.005;
+    // Measured with this configuration (kiln-train lm --protocol windows --embed 64 --hidden 256
+    // --context 2 --epochs 16 --batch-size 256 --lr 0.005, cosine schedule): 1.0509 against
+    // 1.0155, ratio 1.035; a count-based trigram estimate on the same text reaches 1.040. The
+    // windows protocol, two words of context as the chain has: stream training, as tried so
+    // far, memorises this small text and ends further away (models/README.md).
+    let options = kiln_train::lm::LmOptions {
+        corpus: Some(corpus),
+        protocol: Some(kiln_train::lm::Protocol::Windows),
+        embed: Some(64),
+        hidden: Some(256),
+        layers: Some(1),
+        dropout: Some(0.0),
+        context: Some(2),
+        epochs: Some(16),
+        batch_size: Some(256),
+        lr: Some(0.005),
+        clip: Some(5.0),
+        seed: Some(1),
+        ..Default::default()
+    };
+    let mut run = options.resolve(tch::Device::Cpu).unwrap();
+    run.log = kiln_train::run::LogStyle::Quiet;
     let outcome = train(&run).unwrap();
     let best = outcome.history.iter().filter_map(|s| s.valid_loss).fold(f64::INFINITY, f64::min);
     let last = outcome.history.last().unwrap().valid_loss.unwrap();

@@ -50,8 +50,10 @@ fn check(outcome: &LmOutcome, name: &str) {
             }),
         );
         let x = Tensor::from_slice(&tokens).view([batch, seq]);
+        let (every, _) =
+            tch::no_grad(|| outcome.model.forward_all(&x, &(h0.shallow_clone(), c0.shallow_clone()), false));
         let (logits, (hn, cn)) = tch::no_grad(|| outcome.model.forward(&x, Some(&(h0, c0)), false));
-        for (what, t) in [("logits", &logits), ("hn", &hn), ("cn", &cn)] {
+        for (what, t) in [("logits", &logits), ("hn", &hn), ("cn", &cn), ("logits_all", &every)] {
             let got: Vec<f32> = serde_json::from_value(ort[what].clone()).unwrap();
             let d = common::max_diff(&got, &common::to_vec(t));
             assert!(
@@ -70,11 +72,12 @@ fn seed_model_passes_onnx_checker_and_matches_onnxruntime() {
 }
 
 #[test]
-fn two_layer_embedding_model_passes_onnx_checker_and_matches_onnxruntime() {
+fn two_layer_stream_models_pass_onnx_checker_and_match_onnxruntime() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.txt");
     std::fs::write(&corpus, common::random_corpus(9, 25, 150)).unwrap();
-    check(&train(&common::corpus_run(corpus, 6, 12, 2, 4, 1)).unwrap(), "two-layer");
+    check(&train(&common::corpus_run(corpus.clone(), 6, 12, 2, 4, 1)).unwrap(), "two-layer");
+    check(&train(&common::corpus_run(corpus, 12, 12, 2, 4, 1)).unwrap(), "two-layer-tied");
 }
 
 /// Generators: random weights, checked by onnx and onnxruntime

@@ -1,5 +1,6 @@
-//! tch → our ONNX export → tract: the same numbers, for the seed model and a 2-layer embedding
-//! model, on random token batches and random initial states.
+//! tch → our ONNX export → tract: the same numbers (last-position logits, every position's
+//! logits, the state) for the seed model and stream-trained 2-layer embedding models (tied and
+//! untied), on random token batches and random initial states.
 
 mod common;
 
@@ -30,6 +31,9 @@ fn compare(outcome: &LmOutcome, name: &str) {
             let (logits, (hn, cn)) = tch::no_grad(|| {
                 outcome.model.forward(&x, Some(&(h0.shallow_clone(), c0.shallow_clone())), false)
             });
+            let (every, _) = tch::no_grad(|| {
+                outcome.model.forward_all(&x, &(h0.shallow_clone(), c0.shallow_clone()), false)
+            });
             let dims = (layers as usize, batch as usize, hidden as usize);
             let state0 = State {
                 h: Array3::from_shape_vec(dims, common::to_vec(&h0)).unwrap(),
@@ -47,6 +51,9 @@ fn compare(outcome: &LmOutcome, name: &str) {
                 let d = common::max_diff(&flat(a), &common::to_vec(b));
                 assert!(d <= TOL, "{name}: {what} differ by {d} at batch {batch}, seq {seq}");
             }
+            let all = got.logits_all.as_ref().expect("kiln's export writes logits_all");
+            let d = common::max_diff(all.as_slice().unwrap(), &common::to_vec(&every));
+            assert!(d <= TOL, "{name}: logits_all differ by {d} at batch {batch}, seq {seq}");
 
             // Word by word with the state carried gives the full sequence's answer.
             let mut state = state0;
@@ -73,12 +80,15 @@ fn seed_model_round_trips() {
 }
 
 #[test]
-fn two_layer_embedding_model_round_trips() {
+fn two_layer_stream_models_round_trip_tied_and_untied() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.txt");
     std::fs::write(&corpus, common::random_corpus(3, 30, 200)).unwrap();
-    let run = common::corpus_run(corpus, 8, 16, 2, 3, 2);
-    let outcome = train(&run).unwrap();
-    assert_eq!(outcome.model.config.layers, 2);
-    compare(&outcome, "two-layer");
+    for (embed, name) in [(8, "two-layer"), (16, "two-layer-tied")] {
+        let outcome = train(&common::corpus_run(corpus.clone(), embed, 16, 2, 5, 2)).unwrap();
+        assert_eq!(outcome.model.config.layers, 2);
+        assert_eq!(outcome.model.config.tie_weights, embed == 16);
+        assert!(outcome.meta.stream && outcome.meta.vocab[..2] == ["<unk>", "<eos>"]);
+        compare(&outcome, name);
+    }
 }

@@ -8,7 +8,7 @@ use kiln_train::lm::train;
 fn seed_preset_predicts_all_six_targets_for_three_seeds() {
     for seed in [0, 1, 2] {
         let outcome = train(&common::seed_run(seed)).expect("training runs");
-        let w = &outcome.data.train;
+        let w = outcome.data.train_windows().expect("the seed trains on windows");
         assert_eq!(w.len(), 6);
         assert_eq!(outcome.data.vocab.len(), 9);
         let x = tch::Tensor::from_slice(&w.inputs).view([6, 2]);

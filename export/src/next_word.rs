@@ -6,8 +6,13 @@
 //! h0, c0 [layers, batch, H] ──Slice per layer──▶ [1, batch, H]
 //! x ──LSTM l0──▶ Y [seq, batch, H] ──LSTM l1──▶ … ──▶ Y_h of the top layer [1, batch, H]
 //! Y_h ──Squeeze──▶ [batch, H] ──Gemm(head)──▶ logits [batch, vocab]
+//! Y of the top layer ──Transpose──▶ [batch, seq, H] ──MatMul(headᵀ) + bias──▶ logits_all
+//!                                                                [batch, seq, vocab]
 //! Y_h, Y_c of every layer ──Concat──▶ hn, cn [layers, batch, H]
 //! ```
+//!
+//! With tied weights (Press & Wolf 2017) the head's weight is the embedding matrix: one
+//! initializer serves the `Gather` and both products.
 
 use kiln_infer::contract::{io, NextWordMeta};
 use kiln_infer::pb::ModelProto;
@@ -22,7 +27,10 @@ pub struct NextWordWeights {
     /// The input layer: a learnt embedding, or [`Embedding::one_hot`].
     pub embedding: Embedding,
     pub lstm: Vec<LstmLayer>,
+    /// The output layer; with `tied`, its `weight` is not read (the embedding's is used).
     pub head: Linear,
+    /// The head shares the embedding matrix (`embedding.dim` = hidden).
+    pub tied: bool,
 }
 
 /// Builds the ONNX model; `meta` goes into `metadata_props` (see [`kiln_infer::contract`]).
@@ -41,6 +49,12 @@ pub fn next_word_model(w: &NextWordWeights, meta: &NextWordMeta) -> Result<Model
     if meta.layers != w.lstm.len() || meta.hidden != hidden || w.head.inputs != hidden {
         return invalid("metadata layers/hidden disagree with the weights".into());
     }
+    if w.tied && w.embedding.dim != hidden {
+        return invalid(format!(
+            "tied weights need the embedding's width ({}) to equal the hidden size ({hidden})",
+            w.embedding.dim
+        ));
+    }
     let mut width = w.embedding.dim;
     for (l, layer) in w.lstm.iter().enumerate() {
         if layer.inputs != width || layer.hidden != hidden {
@@ -57,13 +71,13 @@ pub fn next_word_model(w: &NextWordWeights, meta: &NextWordMeta) -> Result<Model
     g.input(io::C0, Elem::F32, &[layers, batch, h]);
 
     let tokens_t = layers::transpose(&mut g, io::TOKENS, &[1, 0]); // [seq, batch]
-    let mut x = layers::embedding(&mut g, "embedding", &w.embedding, &tokens_t)?; // [seq, batch, E]
+    let embedding_weight = g.weight("embedding.weight", &[vocab, w.embedding.dim], &w.embedding.weight)?; // [vocab, E]
+    let mut x = g.op("Gather", &[&embedding_weight, &tokens_t], vec![attr_int("axis", 0)]); // [seq, batch, E]
     let (mut hs, mut cs) = (Vec::new(), Vec::new());
     for (l, layer) in w.lstm.iter().enumerate() {
         let h0 = layers::slice(&mut g, io::H0, 0, l as i64, l as i64 + 1)?; // [1, batch, H]
         let c0 = layers::slice(&mut g, io::C0, 0, l as i64, l as i64 + 1)?;
-        let is_top = l + 1 == w.lstm.len();
-        let out = layers::lstm(&mut g, &format!("lstm.l{l}"), layer, &x, &h0, &c0, !is_top)?;
+        let out = layers::lstm(&mut g, &format!("lstm.l{l}"), layer, &x, &h0, &c0, true)?;
         if let Some(y) = out.y {
             x = y; // [seq, batch, H]
         }
@@ -72,8 +86,17 @@ pub fn next_word_model(w: &NextWordWeights, meta: &NextWordMeta) -> Result<Model
     }
     let axes0 = g.ints("axes", &[1], &[0])?;
     let last = g.op("Squeeze", &[&hs[hs.len() - 1], &axes0], vec![]); // [batch, H]
-    let logits = layers::linear(&mut g, "head", &w.head, &last)?; // [batch, vocab]
-    g.node("Identity", &[&logits], &[io::LOGITS], vec![]);
+    let head_weight = if w.tied {
+        embedding_weight
+    } else {
+        g.weight("head.weight", &[vocab, hidden], &w.head.weight)? // [vocab, H]
+    };
+    let head_bias = g.weight("head.bias", &[vocab], &w.head.bias)?;
+    g.node("Gemm", &[&last, &head_weight, &head_bias], &[io::LOGITS], vec![attr_int("transB", 1)]); // [batch, vocab]
+    let every = layers::transpose(&mut g, &x, &[1, 0, 2]); // [batch, seq, H]
+    let head_t = layers::transpose(&mut g, &head_weight, &[1, 0]); // [H, vocab]
+    let products = g.op("MatMul", &[&every, &head_t], vec![]); // [batch, seq, vocab]
+    g.node("Add", &[&products, &head_bias], &[io::LOGITS_ALL], vec![]);
     for (parts, name) in [(&hs, io::HN), (&cs, io::CN)] {
         let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
         g.node("Concat", &refs, &[name], vec![attr_int("axis", 0)]); // [layers, batch, H]
@@ -81,5 +104,6 @@ pub fn next_word_model(w: &NextWordWeights, meta: &NextWordMeta) -> Result<Model
     g.output(io::LOGITS, Elem::F32, &[batch, Dim::Fixed(vocab)]);
     g.output(io::HN, Elem::F32, &[layers, batch, h]);
     g.output(io::CN, Elem::F32, &[layers, batch, h]);
+    g.output(io::LOGITS_ALL, Elem::F32, &[batch, seq, Dim::Fixed(vocab)]);
     Ok(g.finish("kiln next-word LSTM", meta.to_props()))
 }

@@ -41,7 +41,7 @@ fn weights(
         })
         .collect();
     let head = Linear { inputs: h, outputs: vocab, weight: randn(rng, vocab * h), bias: randn(rng, vocab) };
-    NextWordWeights { embedding, lstm, head }
+    NextWordWeights { embedding, lstm, head, tied: false }
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -111,21 +111,31 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-fn check(embed: Option<usize>, layers: usize) {
+fn check(embed: Option<usize>, layers: usize, tied: bool) {
     let mut rng = ChaCha8Rng::seed_from_u64(7 + layers as u64);
     let (vocab, h) = (11, 6);
-    let w = weights(&mut rng, vocab, embed, layers, h);
+    let mut w = weights(&mut rng, vocab, embed, layers, h);
+    if tied {
+        // The reference reads the head's weight: make it the embedding's, as tying does.
+        w.head.weight = w.embedding.weight.clone();
+        w.tied = true;
+    }
     let meta = NextWordMeta {
         vocab: (0..vocab).map(|i| format!("w{i}")).collect(),
         tokenizer: TokenizerSpec::default(),
         context: 3,
         layers,
         hidden: h,
+        stream: false,
         train_config: serde_json::json!({"test": true}),
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.onnx");
-    write_model(&next_word_model(&w, &meta).unwrap(), &path).unwrap();
+    let proto = next_word_model(&w, &meta).unwrap();
+    let names: Vec<&str> =
+        proto.graph.as_ref().unwrap().initializer.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names.contains(&"head.weight"), !tied, "{names:?}");
+    write_model(&proto, &path).unwrap();
     let model = NextWordModel::load(&path, &LoadOptions::default()).unwrap();
     assert_eq!(model.meta(), &meta);
     for (batch, seq) in [(1, 1), (3, 4), (2, 9)] {
@@ -149,17 +159,33 @@ fn check(embed: Option<usize>, layers: usize) {
             let d = max_diff(a, b);
             assert!(d < 1e-5, "{name} differs by {d} (batch {batch}, seq {seq})");
         }
+        // logits_all at position t: the reference's logits after the first t + 1 tokens.
+        let all = got.logits_all.expect("kiln's export writes logits_all");
+        assert_eq!(all.dim(), (batch, seq, vocab));
+        for t in 0..seq {
+            let prefix: Vec<i64> =
+                (0..batch).flat_map(|b| tokens[b * seq..b * seq + t + 1].to_vec()).collect();
+            let (want, _, _) = reference(&w, &prefix, batch, t + 1, &h0, &c0);
+            let got_t: Vec<f32> = all.slice(kiln_infer::ndarray::s![.., t, ..]).iter().copied().collect();
+            let d = max_diff(&got_t, &want);
+            assert!(d < 1e-5, "logits_all at position {t} differs by {d} (batch {batch}, seq {seq})");
+        }
     }
 }
 
 #[test]
 fn one_hot_single_layer_matches_reference_lstm() {
-    check(None, 1);
+    check(None, 1, false);
 }
 
 #[test]
 fn embedding_two_layers_matches_reference_lstm() {
-    check(Some(4), 2);
+    check(Some(4), 2, false);
+}
+
+#[test]
+fn tied_head_matches_reference_and_stores_the_matrix_once() {
+    check(Some(6), 2, true);
 }
 
 #[test]
@@ -172,6 +198,7 @@ fn mismatched_metadata_is_refused() {
         context: 2,
         layers: 1,
         hidden: 2,
+        stream: false,
         train_config: serde_json::Value::Null,
     };
     assert!(next_word_model(&w, &meta).is_err());

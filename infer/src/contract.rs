@@ -11,10 +11,17 @@
 //! | `kiln.tokenizer`       | JSON [`TokenizerSpec`]                                   |
 //! | `kiln.context`         | number of context words the model was trained on         |
 //! | `kiln.layers`, `kiln.hidden` | LSTM depth and width (shape of `h0`/`c0`)          |
+//! | `kiln.stream`          | `true` when the model reads text as one stream with the  |
+//! |                        | state carried and [`EOS`] ending each line (absent: false) |
 //! | `kiln.train_config`    | JSON: the training configuration, for provenance         |
 //!
 //! Next-word graphs take `tokens` int64 `[batch, seq]`, `h0`/`c0` float `[layers, batch, hidden]`
-//! and give `logits` float `[batch, vocab]` (last position), `hn`, `cn`.
+//! and give `logits` float `[batch, vocab]` (last position), `hn`, `cn`, and optionally
+//! `logits_all` `[batch, seq, vocab]` (every position; kiln-train writes it), with which scoring
+//! a text is one run per chunk instead of one per word.
+//!
+//! A stream model's text starts with [`EOS`] (the state after a line end), each line's words
+//! follow, and [`EOS`] ends each line: it predicts where lines end, and reads a prompt whole.
 
 use std::collections::BTreeMap;
 
@@ -36,6 +43,7 @@ pub mod key {
     pub const CONTEXT: &str = "kiln.context";
     pub const LAYERS: &str = "kiln.layers";
     pub const HIDDEN: &str = "kiln.hidden";
+    pub const STREAM: &str = "kiln.stream";
     pub const TRAIN_CONFIG: &str = "kiln.train_config";
     pub const LATENT: &str = "kiln.latent";
     pub const OUTPUT_SHAPE: &str = "kiln.output_shape";
@@ -51,6 +59,8 @@ pub mod io {
     pub const LOGITS: &str = "logits";
     pub const HN: &str = "hn";
     pub const CN: &str = "cn";
+    /// Logits of every position, `[batch, seq, vocab]`.
+    pub const LOGITS_ALL: &str = "logits_all";
     /// Generator input `[batch, latent]` and output `[batch, …sample shape]`.
     pub const Z: &str = "z";
     pub const SAMPLES: &str = "samples";
@@ -61,6 +71,8 @@ pub mod io {
 
 /// The word used for out-of-vocabulary words, when the vocabulary has one.
 pub const UNK: &str = "<unk>";
+/// The end of a line, a word of stream models' vocabularies.
+pub const EOS: &str = "<eos>";
 
 /// How text is cut into words. Training and inference must agree, so it travels in the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +113,9 @@ pub struct NextWordMeta {
     pub context: usize,
     pub layers: usize,
     pub hidden: usize,
+    /// Reads text as one stream, the state carried, [`EOS`] ending each line (else: windows
+    /// of `context` words read from a zero state).
+    pub stream: bool,
     /// The training configuration, kept for provenance (`kiln info` shows it).
     pub train_config: serde_json::Value,
 }
@@ -116,6 +131,7 @@ impl NextWordMeta {
             (key::CONTEXT.into(), self.context.to_string()),
             (key::LAYERS.into(), self.layers.to_string()),
             (key::HIDDEN.into(), self.hidden.to_string()),
+            (key::STREAM.into(), self.stream.to_string()),
             (key::TRAIN_CONFIG.into(), json(&self.train_config)),
         ]
     }
@@ -131,6 +147,10 @@ impl NextWordMeta {
             context: parse(key::CONTEXT, get(key::CONTEXT)?)?,
             layers: parse(key::LAYERS, get(key::LAYERS)?)?,
             hidden: parse(key::HIDDEN, get(key::HIDDEN)?)?,
+            stream: match props.get(key::STREAM) {
+                Some(v) => parse(key::STREAM, v)?,
+                None => false,
+            },
             train_config: train_config(props)?,
         };
         if meta.vocab.is_empty() {
@@ -138,6 +158,9 @@ impl NextWordMeta {
         }
         if meta.context == 0 || meta.layers == 0 || meta.hidden == 0 {
             return Err(malformed(key::CONTEXT, "context, layers and hidden must be positive"));
+        }
+        if meta.stream && !meta.vocab.iter().any(|w| w == EOS) {
+            return Err(malformed(key::VOCAB, "a stream model's vocabulary must hold <eos>"));
         }
         Ok(meta)
     }
@@ -240,6 +263,7 @@ mod tests {
             context: 3,
             layers: 2,
             hidden: 8,
+            stream: false,
             train_config: serde_json::json!({"epochs": 4}),
         }
     }

@@ -58,6 +58,7 @@ pub(crate) fn one_hot(
         context: seq,
         layers: 0,
         hidden: 0,
+        stream: false,
         train_config: serde_json::Value::Null,
     };
     Ok((model, meta, Interface::OneHot { seq }))

@@ -53,6 +53,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The per-word perplexity of a text: read as one stream with the state carried, every
+    /// word (and line end) predicted from all the words before it.
+    Score {
+        /// The model file (.onnx).
+        model: PathBuf,
+        /// The text (UTF-8), read line by line as the model was trained.
+        text: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Generate words after a prompt, one LSTM step per word.
     Generate {
         /// The model file (.onnx).
@@ -71,6 +82,9 @@ enum Command {
         /// Seed of the sampler: the same seed gives the same words.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Go on past the end of a line (stream models stop there by default).
+        #[arg(long)]
+        no_stop: bool,
         #[command(flatten)]
         load: LoadArgs,
         /// Print JSON instead of text.
@@ -254,6 +268,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         "vocab_size": meta.vocab.len(),
                         "vocab": meta.vocab,
                         "context": meta.context,
+                        "stream": meta.stream,
                         "tokenizer": meta.tokenizer,
                         "train_config": meta.train_config,
                     });
@@ -270,7 +285,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             writeln!(out, "interface:  one-hot input, fixed window of {seq} words")?
                         }
                     }
-                    writeln!(out, "context:    {} words", meta.context)?;
+                    if meta.stream {
+                        writeln!(
+                            out,
+                            "reads:      one stream, state carried, <eos> ending lines (trained {} words at a time)",
+                            meta.context
+                        )?;
+                    } else {
+                        writeln!(out, "context:    {} words", meta.context)?;
+                    }
                     let shown: Vec<&str> = meta.vocab.iter().take(12).map(String::as_str).collect();
                     let more = if meta.vocab.len() > 12 { ", …" } else { "" };
                     writeln!(out, "vocabulary: {} words: {}{more}", meta.vocab.len(), shown.join(", "))?;
@@ -299,21 +322,49 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Generate { model, prompt, words, temperature, top_k, seed, load, json } => {
+        Command::Score { model, text, json } => {
+            let m = NextWordModel::load(&model, &LoadOptions::default())?;
+            let body = std::fs::read_to_string(&text)
+                .with_context(|| format!("cannot read {} (it must be a UTF-8 text file)", text.display()))?;
+            let s = m.score(&body)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
+            } else {
+                writeln!(out, "text:          {}", text.display())?;
+                writeln!(
+                    out,
+                    "predictions:   {} ({} words, {} line ends); {} words read as <unk> ({:.2}%)",
+                    s.predictions,
+                    s.predictions - s.line_ends,
+                    s.line_ends,
+                    s.unknown,
+                    100.0 * s.unknown as f64 / s.predictions as f64
+                )?;
+                writeln!(out, "cross-entropy: {:.4} nats per word", s.cross_entropy)?;
+                writeln!(out, "perplexity:    {:.2}", s.perplexity)?;
+            }
+        }
+        Command::Generate { model, prompt, words, temperature, top_k, seed, no_stop, load, json } => {
             let m = NextWordModel::load(&model, &load.options())?;
-            let options = GenerateOptions { words, temperature, top_k, seed };
+            let options = GenerateOptions { words, temperature, top_k, seed, stop_at_eos: !no_stop };
             if json {
                 let g = m.generate(&prompt, &options)?;
                 writeln!(out, "{}", serde_json::to_string_pretty(&g)?)?;
             } else {
-                // Words appear as they are chosen.
                 let (context, words) = m.generate_iter(&prompt, &options)?;
                 for note in context_notes(&context) {
                     eprintln!("note: {note}");
                 }
+                // Words appear as they are chosen, joined back into text.
+                let mut joiner = kiln_infer::text::Joiner::new();
+                let separate = !m.meta().tokenizer.split_punctuation;
                 for (i, word) in words.enumerate() {
                     let word = word.context("generation failed")?;
-                    write!(out, "{}{word}", if i == 0 { "" } else { " " })?;
+                    if separate {
+                        write!(out, "{}{word}", if i == 0 { "" } else { " " })?;
+                    } else {
+                        write!(out, "{}", joiner.push(&word))?;
+                    }
                     out.flush()?;
                 }
                 writeln!(out)?;

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use tract_onnx::prelude::*;
 
-use crate::contract::NextWordMeta;
+use crate::contract::{NextWordMeta, EOS};
 use crate::error::{run_err, Error, Result};
 use crate::read::{self, ModelFile};
 use crate::sampling::{softmax, top_k, Sampling};
@@ -50,6 +50,8 @@ pub struct State {
 pub struct StepOutput {
     /// `[batch, vocab]`: scores for the word after the last position.
     pub logits: Array2<f32>,
+    /// `[batch, seq, vocab]`: scores after every position, when the file has `logits_all`.
+    pub logits_all: Option<Array3<f32>>,
     /// The state after the last position; `None` for one-hot models, which have no state.
     pub state: Option<State>,
 }
@@ -64,7 +66,8 @@ pub struct WordProb {
 /// The words of a prompt that the model actually read.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Context {
-    /// The words fed to the model (the prompt's last `context` words).
+    /// The words fed to the model: all of them for a stream model (after the `<eos>` every
+    /// stream starts with), else the prompt's last `context` words.
     pub words: Vec<String>,
     /// Whether earlier words of the prompt were dropped because the prompt was longer than the
     /// context the model was trained on.
@@ -90,6 +93,9 @@ pub struct GenerateOptions {
     /// Sample only among the `k` most likely words.
     pub top_k: Option<usize>,
     pub seed: u64,
+    /// Stop at the end of the line (`<eos>`, stream models); otherwise `<eos>` is generated as
+    /// a word like any other.
+    pub stop_at_eos: bool,
 }
 
 impl GenerateOptions {
@@ -101,8 +107,23 @@ impl GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { words: 20, temperature: 1.0, top_k: None, seed: 0 }
+        GenerateOptions { words: 20, temperature: 1.0, top_k: None, seed: 0, stop_at_eos: true }
     }
+}
+
+/// How well a model predicts a text (see [`NextWordModel::score`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Score {
+    /// Predictions scored: every word and line end after the first token of the stream.
+    pub predictions: usize,
+    /// Line ends among them (`<eos>`, stream models).
+    pub line_ends: usize,
+    /// Words of the text the vocabulary lacks, read (and scored) as `<unk>`.
+    pub unknown: usize,
+    /// Mean cross-entropy, nats per prediction.
+    pub cross_entropy: f64,
+    /// exp(cross-entropy): the per-word perplexity.
+    pub perplexity: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -192,6 +213,7 @@ impl NextWordModel {
                 let out = self.plan.run(inputs).map_err(run_err)?;
                 Ok(StepOutput {
                     logits: read::array(&out[0])?,
+                    logits_all: out.get(3).map(|t| read::array(t)).transpose()?,
                     state: Some(State { h: read::array(&out[1])?, c: read::array(&out[2])? }),
                 })
             }
@@ -215,18 +237,19 @@ impl NextWordModel {
                     let l: Array2<f32> = read::array(&out[0])?;
                     out_row.assign(&l.row(0));
                 }
-                Ok(StepOutput { logits, state: None })
+                Ok(StepOutput { logits, logits_all: None, state: None })
             }
         }
     }
 
-    /// Cuts `prompt` into words and keeps the last `context` of them, as the model was trained.
+    /// Cuts `prompt` into words and keeps what the model reads: all of them after `<eos>` for a
+    /// stream model, else the last `context`, as the model was trained.
     pub fn context(&self, prompt: &str) -> Result<(Context, Vec<i64>)> {
         let words = text::words(&self.meta.tokenizer, prompt);
         if words.is_empty() {
             return Err(Error::EmptyPrompt);
         }
-        let keep = self.meta.context;
+        let keep = if self.meta.stream { words.len() } else { self.meta.context };
         if let Interface::OneHot { seq } = self.interface {
             if words.len() < seq {
                 return Err(Error::PromptTooShort { need: seq, got: words.len() });
@@ -242,7 +265,86 @@ impl NextWordModel {
             }
             ids.push(self.vocab.id(w)? as i64);
         }
+        if let Some(eos) = self.eos() {
+            ids.insert(0, eos as i64);
+        }
         Ok((Context { words, truncated, unknown }, ids))
+    }
+
+    /// The id of `<eos>` in a stream model.
+    fn eos(&self) -> Option<usize> {
+        self.meta.stream.then(|| self.vocab.id(EOS).ok()).flatten()
+    }
+
+    /// The token ids of `text` read as a stream model reads it: `<eos>`, then each non-empty
+    /// line's words followed by `<eos>`; other models read the words alone. Returns the ids and
+    /// how many words were read as `<unk>`.
+    pub fn stream_ids(&self, text: &str) -> Result<(Vec<i64>, usize)> {
+        let eos = self.eos();
+        let mut ids: Vec<i64> = eos.map(|e| e as i64).into_iter().collect();
+        let mut unknown = 0;
+        for line in text.lines() {
+            let words = text::words(&self.meta.tokenizer, line);
+            if words.is_empty() {
+                continue;
+            }
+            for w in &words {
+                unknown += usize::from(!self.vocab.contains(w));
+                ids.push(self.vocab.id(w)? as i64);
+            }
+            ids.extend(eos.map(|e| e as i64));
+        }
+        Ok((ids, unknown))
+    }
+
+    /// The per-word perplexity of `text`, read as one stream with the state carried (see
+    /// [`NextWordModel::stream_ids`]): every token after the first is predicted from all before
+    /// it. Runs chunks of 256 tokens where the file has `logits_all`, a token at a time otherwise.
+    pub fn score(&self, text: &str) -> Result<Score> {
+        let (ids, unknown) = self.stream_ids(text)?;
+        self.score_ids(&ids, unknown)
+    }
+
+    /// [`NextWordModel::score`] of a stream of token ids (`unknown` of them were words read as
+    /// `<unk>`, for the report).
+    pub fn score_ids(&self, ids: &[i64], unknown: usize) -> Result<Score> {
+        if let Interface::OneHot { .. } = self.interface {
+            return Err(Error::Input("scoring needs a model that carries its state (kiln's own)".into()));
+        }
+        if ids.len() < 2 {
+            return Err(Error::Input("the text has nothing to predict: give at least two words".into()));
+        }
+        const CHUNK: usize = 256;
+        let (mut total, mut state, mut at) = (0f64, None, 0);
+        while at + 1 < ids.len() {
+            let len = CHUNK.min(ids.len() - 1 - at);
+            let out = self.run(row(&ids[at..at + len]).view(), state.as_ref())?;
+            let targets = &ids[at + 1..at + 1 + len];
+            match &out.logits_all {
+                Some(all) => {
+                    for (j, &t) in targets.iter().enumerate() {
+                        total += nll(all.slice(crate::ndarray::s![0, j, ..]).iter().copied(), t as usize);
+                    }
+                    at += len;
+                    state = out.state;
+                }
+                None => {
+                    // One token at a time: the last position's logits are the only ones.
+                    let out = self.run(row(&ids[at..at + 1]).view(), state.as_ref())?;
+                    total += nll(out.logits.iter().copied(), ids[at + 1] as usize);
+                    at += 1;
+                    state = out.state;
+                }
+            }
+        }
+        let predictions = ids.len() - 1;
+        let eos = self.eos().map(|e| e as i64);
+        let line_ends = ids[1..].iter().filter(|&&t| Some(t) == eos).count();
+        let cross_entropy = total / predictions as f64;
+        if !cross_entropy.is_finite() {
+            return Err(Error::Output(format!("the model's cross-entropy on the text is {cross_entropy}")));
+        }
+        Ok(Score { predictions, line_ends, unknown, cross_entropy, perplexity: cross_entropy.exp() })
     }
 
     /// The `k` most likely next words after `prompt`.
@@ -283,6 +385,7 @@ impl NextWordModel {
             window: ids,
             last,
             pending: None,
+            eos: if options.stop_at_eos { self.eos() } else { None },
         };
         Ok((context, words))
     }
@@ -300,6 +403,8 @@ pub struct Words<'m> {
     last: Option<StepOutput>,
     /// The word chosen last, not yet fed to the model.
     pending: Option<i64>,
+    /// Generation ends when this word (`<eos>`) is chosen.
+    eos: Option<usize>,
 }
 
 impl Iterator for Words<'_> {
@@ -324,6 +429,10 @@ impl Iterator for Words<'_> {
         let logits = &self.last.as_ref().expect("set above").logits;
         let logits = logits.as_slice().expect("a fresh array is contiguous");
         let next = self.options.sampling().choose(logits, m.vocab.unk(), &mut self.rng);
+        if Some(next) == self.eos {
+            self.left = 0;
+            return None;
+        }
         if let Interface::OneHot { .. } = m.interface {
             self.last = None;
             self.window.remove(0);
@@ -333,6 +442,14 @@ impl Iterator for Words<'_> {
         }
         Some(Ok(m.vocab.word(next).to_string()))
     }
+}
+
+/// −ln softmax(logits)[target], in f64.
+fn nll(logits: impl Iterator<Item = f32> + Clone, target: usize) -> f64 {
+    let max = logits.clone().fold(f64::NEG_INFINITY, |m, x| m.max(x as f64));
+    let sum: f64 = logits.clone().map(|x| (x as f64 - max).exp()).sum();
+    let at = logits.clone().nth(target).map_or(f64::NAN, |x| x as f64);
+    max + sum.ln() - at
 }
 
 /// One row of token ids, `[1, len]`.

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::contract::{TokenizerSpec, UNK};
+use crate::contract::{TokenizerSpec, EOS, UNK};
 
 /// Cuts text into words as a [`TokenizerSpec`] says.
 ///
@@ -44,6 +44,55 @@ fn is_punctuation(c: char) -> bool {
     // `<` and `>` stay inside words so that `<unk>` written in a corpus stays one token.
     (c.is_ascii_punctuation() && c != '<' && c != '>')
         || matches!(c, '“' | '”' | '‘' | '’' | '«' | '»' | '…' | '—' | '–' | '¿' | '¡')
+}
+
+/// Joins words back into text, one at a time, as [`words`] with `split_punctuation` cut it:
+/// no space before closing punctuation (`dog .` → `dog.`), none after opening brackets, quotes
+/// paired, and [`EOS`] as a line break.
+#[derive(Debug, Clone, Default)]
+pub struct Joiner {
+    /// Nothing written yet on this line.
+    line_start: bool,
+    /// The last word opens something (a bracket or an opening quote): no space after it.
+    no_space_next: bool,
+    /// Inside a `"…"` pair.
+    in_quote: bool,
+}
+
+impl Joiner {
+    pub fn new() -> Self {
+        Joiner { line_start: true, ..Default::default() }
+    }
+
+    /// The text to write for `word`: a separator (or none), then the word; a newline for
+    /// [`EOS`].
+    pub fn push(&mut self, word: &str) -> String {
+        if word == EOS {
+            *self = Joiner::new();
+            return "\n".into();
+        }
+        let closing = matches!(word, "." | "," | ";" | ":" | "!" | "?" | ")" | "]" | "}" | "…" | "’" | "”")
+            || (word == "\"" && self.in_quote);
+        let space = !(self.line_start || self.no_space_next || closing);
+        // A lone apostrophe most often starts a word ('tis, 'twas).
+        self.no_space_next =
+            matches!(word, "(" | "[" | "{" | "“" | "‘" | "'") || (word == "\"" && !self.in_quote);
+        if word == "\"" {
+            self.in_quote = !self.in_quote;
+        }
+        self.line_start = false;
+        if space {
+            format!(" {word}")
+        } else {
+            word.to_string()
+        }
+    }
+}
+
+/// `words` joined into text by a [`Joiner`].
+pub fn join(words: &[String]) -> String {
+    let mut j = Joiner::new();
+    words.iter().map(|w| j.push(w)).collect()
 }
 
 /// The words a model knows, in token-id order.
@@ -117,6 +166,16 @@ mod tests {
     fn plain_whitespace_split_keeps_case_and_punctuation() {
         let spec = TokenizerSpec { lowercase: false, split_punctuation: false };
         assert_eq!(words(&spec, "  I like\tDog. "), ["I", "like", "Dog."]);
+    }
+
+    #[test]
+    fn joining_undoes_the_punctuation_split() {
+        let spec = TokenizerSpec { lowercase: false, split_punctuation: true };
+        for text in ["I like dog.", "Yes, \"no\" (maybe): well-known; don't!", "Who's there? 'Tis I."] {
+            assert_eq!(join(&words(&spec, text)), text);
+        }
+        let lines: Vec<String> = ["a", ".", EOS, "b"].map(String::from).to_vec();
+        assert_eq!(join(&lines), "a.\nb");
     }
 
     #[test]

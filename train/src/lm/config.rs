@@ -24,10 +24,29 @@ pub enum Source {
     Corpus(PathBuf),
 }
 
+/// What a training example is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// The seed lecture's: windows of `context` words read from a zero state, the last word's
+    /// successor predicted.
+    #[default]
+    Windows,
+    /// The text as one token stream (`<eos>` ending each line) in `batch_size` parallel
+    /// streams, truncated back-propagation through `context` words, a prediction at every
+    /// word, the state carried from one window to the next (as PyTorch's word_language_model).
+    Stream,
+}
+
 /// How training runs; saved in checkpoints and in the exported file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub source: Source,
+    /// A held-out text of its own (else `valid_fraction` of the lines are held out).
+    #[serde(default)]
+    pub valid: Option<PathBuf>,
+    #[serde(default)]
+    pub protocol: Protocol,
     pub tokenizer: TokenizerSpec,
     pub vocab: VocabOptions,
     pub lr: f64,
@@ -97,6 +116,11 @@ pub enum Input {
 pub struct LmOptions {
     pub preset: Option<Preset>,
     pub corpus: Option<PathBuf>,
+    pub valid: Option<PathBuf>,
+    pub protocol: Option<Protocol>,
+    /// Stream protocol: the truncated-BPTT length (windows: use `context`).
+    pub bptt: Option<i64>,
+    pub tie_weights: Option<bool>,
     pub out: Option<PathBuf>,
     /// Default: beside `out`, as `OUT.ckpt.safetensors`.
     pub checkpoint: Option<PathBuf>,
@@ -124,8 +148,11 @@ pub struct LmOptions {
 
 /// The defaults: the seed lecture's when `seed`, else those for a corpus.
 struct Defaults {
+    protocol: Protocol,
+    tie_weights: bool,
     input: Input,
-    embed: i64,
+    /// `None`: as wide as the hidden state (so that the weights can be tied).
+    embed: Option<i64>,
     hidden: i64,
     layers: i64,
     dropout: f64,
@@ -142,8 +169,10 @@ struct Defaults {
 }
 
 const SEED_DEFAULTS: Defaults = Defaults {
+    protocol: Protocol::Windows,
+    tie_weights: false,
     input: Input::OneHot,
-    embed: 32,
+    embed: Some(32),
     hidden: 5,
     layers: 1,
     dropout: 0.0,
@@ -160,18 +189,21 @@ const SEED_DEFAULTS: Defaults = Defaults {
     log: LogStyle::Seed,
 };
 
+/// Measured on the Shakespeare split (models/README.md).
 const CORPUS_DEFAULTS: Defaults = Defaults {
+    protocol: Protocol::Stream,
+    tie_weights: true,
     input: Input::Embedding,
-    embed: 32,
-    hidden: 128,
-    layers: 1,
-    dropout: 0.0,
-    context: 3,
+    embed: None,
+    hidden: 200,
+    layers: 2,
+    dropout: 0.2,
+    context: 35,
     lr: 0.002,
-    epochs: 10,
+    epochs: 6,
     schedule: Schedule::Cosine,
-    batch_size: 64,
-    clip: 5.0,
+    batch_size: 20,
+    clip: 0.5,
     valid_fraction: 0.1,
     checkpoint_every: 1,
     split_punctuation: true,
@@ -196,20 +228,34 @@ impl LmOptions {
                 bail!("nothing to train on: give --corpus FILE, or --preset seed for the lecture's sentences")
             }
         };
+        let hidden = self.hidden.unwrap_or(d.hidden);
         let input = match self.input.unwrap_or(d.input) {
             Input::OneHot => InputKind::OneHot,
-            Input::Embedding => InputKind::Embedding { dim: self.embed.unwrap_or(d.embed) },
+            Input::Embedding => InputKind::Embedding { dim: self.embed.or(d.embed).unwrap_or(hidden) },
         };
+        let protocol = self.protocol.unwrap_or(d.protocol);
+        if protocol == Protocol::Windows && self.bptt.is_some() {
+            bail!("--bptt is for --protocol stream; windows take --context");
+        }
+        if protocol == Protocol::Stream && self.context.is_some() {
+            bail!("--context is for --protocol windows; streams take --bptt");
+        }
         let model = LmConfig {
             vocab: 0, // set from the data
             input,
-            hidden: self.hidden.unwrap_or(d.hidden),
+            hidden,
             layers: self.layers.unwrap_or(d.layers),
             dropout: self.dropout.unwrap_or(d.dropout),
-            context: self.context.unwrap_or(d.context),
+            context: self.bptt.or(self.context).unwrap_or(d.context),
+            // Tied by default wherever the widths allow it.
+            tie_weights: self
+                .tie_weights
+                .unwrap_or(d.tie_weights && input == InputKind::Embedding { dim: hidden }),
         };
         let train = TrainConfig {
             source,
+            valid: self.valid.clone(),
+            protocol,
             tokenizer: TokenizerSpec {
                 lowercase: !self.keep_case,
                 split_punctuation: !self.keep_punctuation && d.split_punctuation,
@@ -225,7 +271,11 @@ impl LmOptions {
                 c if c > 0.0 => Some(c),
                 _ => None,
             },
-            valid_fraction: self.valid_fraction.unwrap_or(d.valid_fraction),
+            valid_fraction: self.valid_fraction.unwrap_or(if self.valid.is_some() {
+                0.0
+            } else {
+                d.valid_fraction
+            }),
             schedule: self.schedule.unwrap_or(d.schedule),
             seed: self.seed.unwrap_or(0),
         };
@@ -251,6 +301,18 @@ pub fn validate(m: &LmConfig, t: &TrainConfig) -> anyhow::Result<()> {
     }
     if m.hidden < 1 || m.layers < 1 || m.context < 1 {
         bail!("--hidden, --layers and --context must be at least 1");
+    }
+    if m.tie_weights && m.input != (InputKind::Embedding { dim: m.hidden }) {
+        bail!(
+            "--tie-weights needs an embedding as wide as the hidden state: --embed {0} --hidden {0}",
+            m.hidden
+        );
+    }
+    if t.protocol == Protocol::Stream && t.source == Source::Seed {
+        bail!("the seed lecture trains on windows: --protocol stream needs --corpus");
+    }
+    if t.valid.is_some() && t.valid_fraction > 0.0 {
+        bail!("give --valid FILE or --valid-fraction, not both");
     }
     if !(0.0..1.0).contains(&m.dropout) {
         bail!("--dropout must be in [0, 1)");
@@ -303,7 +365,8 @@ mod tests {
         };
         let run = o.resolve(Device::Cpu).unwrap();
         assert_eq!(run.checkpoint.unwrap(), PathBuf::from("book.ckpt.safetensors"));
-        assert_eq!(run.model.input, InputKind::Embedding { dim: 32 });
+        assert_eq!(run.model.input, InputKind::Embedding { dim: 200 });
+        assert!(run.model.tie_weights && run.train.protocol == Protocol::Stream);
         assert!(run.train.tokenizer.split_punctuation);
     }
 }

@@ -1,12 +1,15 @@
-//! From text to training examples: the vocabulary and `(context words → next word)` windows.
+//! From text to training examples: the vocabulary, and either one token stream or
+//! `(context words → next word)` windows.
 //!
-//! Each non-empty line of the corpus is one sequence; windows never cross a line break, so a
-//! corpus of sentences (like the seed's) trains on sentences, and running text can be fed one
-//! paragraph per line.
+//! - **Stream** (corpora): the lines' words one after another, `<eos>` after each line and once
+//!   before the first, as `kiln score` and `kiln generate` read text (see
+//!   [`kiln_infer::contract`]).
+//! - **Windows** (the seed lecture): each non-empty line is one sequence; windows never cross a
+//!   line break, so a corpus of sentences trains on sentences.
 
 use std::collections::HashMap;
 
-use kiln_infer::contract::{TokenizerSpec, UNK};
+use kiln_infer::contract::{TokenizerSpec, EOS, UNK};
 use kiln_infer::text::{self, Vocab};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -29,15 +32,7 @@ pub struct VocabOptions {
 /// same corpus always gives the same ids. `<unk>` is added (first) only when some word is left
 /// out or the corpus itself writes `<unk>`.
 pub fn build_vocab(lines: &[Vec<String>], options: &VocabOptions) -> Vocab {
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for w in lines.iter().flatten() {
-        *counts.entry(w.as_str()).or_default() += 1;
-    }
-    let mut words: Vec<(&str, usize)> = counts.into_iter().filter(|&(w, _)| w != UNK).collect();
-    words.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    let total = words.len();
-    let mut kept: Vec<&str> =
-        words.iter().filter(|(_, c)| *c >= options.min_count.max(1)).map(|(w, _)| *w).collect();
+    let (mut kept, total) = ranked_words(lines, options.min_count);
     let corpus_has_unk = lines.iter().flatten().any(|w| w == UNK);
     if let Some(max) = options.max_vocab {
         let needs_unk = kept.len() > max || kept.len() < total || corpus_has_unk;
@@ -47,8 +42,53 @@ pub fn build_vocab(lines: &[Vec<String>], options: &VocabOptions) -> Vocab {
     if kept.len() < total || corpus_has_unk {
         out.push(UNK.to_string());
     }
-    out.extend(kept.into_iter().map(String::from));
+    out.extend(kept);
     Vocab::new(out)
+}
+
+/// The words of `lines` seen at least `min_count` times (never `<unk>` or `<eos>`), most
+/// frequent first, then alphabetically; and how many distinct words there are in all.
+fn ranked_words(lines: &[Vec<String>], min_count: usize) -> (Vec<String>, usize) {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for w in lines.iter().flatten() {
+        *counts.entry(w.as_str()).or_default() += 1;
+    }
+    let mut words: Vec<(&str, usize)> = counts.into_iter().filter(|&(w, _)| w != UNK && w != EOS).collect();
+    words.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let total = words.len();
+    let kept =
+        words.into_iter().filter(|(_, c)| *c >= min_count.max(1)).map(|(w, _)| w.to_string()).collect();
+    (kept, total)
+}
+
+/// A stream model's vocabulary: `<unk>` and `<eos>` first (held-out text always has words the
+/// training text lacks, and every line ends), then the training words as [`build_vocab`] orders
+/// and cuts them, `max_vocab` counting all.
+pub fn build_stream_vocab(lines: &[Vec<String>], options: &VocabOptions) -> Vocab {
+    let (mut kept, _) = ranked_words(lines, options.min_count);
+    if let Some(max) = options.max_vocab {
+        kept.truncate(max.saturating_sub(2));
+    }
+    let mut out = vec![UNK.to_string(), EOS.to_string()];
+    out.extend(kept);
+    Vocab::new(out)
+}
+
+/// Token ids of `lines` as one stream: `<eos>`, then each line's words followed by `<eos>`
+/// (the vocabulary must hold both `<eos>` and `<unk>`). Returns the ids and how many words were
+/// read as `<unk>`.
+pub fn stream(lines: &[Vec<String>], vocab: &Vocab) -> (Vec<i64>, usize) {
+    let eos = vocab.id(EOS).expect("a stream vocabulary holds <eos>") as i64;
+    let mut ids = vec![eos];
+    let mut unknown = 0;
+    for line in lines {
+        for w in line {
+            unknown += usize::from(!vocab.contains(w));
+            ids.push(vocab.id(w).expect("a stream vocabulary holds <unk>") as i64);
+        }
+        ids.push(eos);
+    }
+    (ids, unknown)
 }
 
 /// Tokenises `text` line by line, dropping empty lines.
@@ -170,6 +210,17 @@ mod tests {
         assert!(w.is_empty(), "{w:?}");
         let w = windows(&lines("a b c x d"), &v, 2);
         assert_eq!((w.inputs.as_slice(), w.targets.as_slice()), ([0, 1].as_slice(), [2].as_slice()));
+    }
+
+    #[test]
+    fn a_stream_starts_and_ends_lines_with_eos() {
+        let l = lines("a b a\nc a");
+        let v = build_stream_vocab(&l, &all(1, Some(3)));
+        // <unk>, <eos>, then the most frequent word only: max_vocab counts all three.
+        assert_eq!(v.words(), ["<unk>", "<eos>", "a"].map(String::from));
+        let (ids, unknown) = stream(&l, &v);
+        assert_eq!(ids, [1, 2, 0, 2, 1, 0, 2, 1]);
+        assert_eq!(unknown, 2);
     }
 
     #[test]

@@ -34,10 +34,11 @@ pub fn weights(vs: &nn::VarStore, config: &LmConfig) -> Result<NextWordWeights, 
         });
         width = hidden;
     }
-    let head =
-        Linear { inputs: hidden, outputs: vocab, weight: p.take("head.weight")?, bias: p.take("head.bias")? };
+    // Tied: the head's weight is the embedding's (one variable in the VarStore, taken above).
+    let weight = if config.tie_weights { Vec::new() } else { p.take("head.weight")? };
+    let head = Linear { inputs: hidden, outputs: vocab, weight, bias: p.take("head.bias")? };
     p.finish()?;
-    Ok(NextWordWeights { embedding, lstm, head })
+    Ok(NextWordWeights { embedding, lstm, head, tied: config.tie_weights })
 }
 
 /// Exports the model in `vs` to `path` (atomically).

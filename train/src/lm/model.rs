@@ -73,8 +73,12 @@ pub struct LmConfig {
     pub layers: i64,
     /// Dropout on the input, between LSTM layers and before the head, in training only.
     pub dropout: f64,
-    /// Context words per example.
+    /// Context words per example (windows); the truncated-BPTT length (streams).
     pub context: i64,
+    /// The head's weight is the embedding matrix (Press & Wolf 2017); needs an embedding as
+    /// wide as the hidden state.
+    #[serde(default)]
+    pub tie_weights: bool,
 }
 
 /// Largest vocabulary allowed with one-hot input: the export stores a `vocab × vocab` identity.
@@ -98,8 +102,37 @@ impl TextLstm {
             }
         };
         let lstm = Lstm::new(vs / "lstm", width, config.hidden, config.layers, config.dropout);
-        let head = nn::linear(vs / "head", config.hidden, config.vocab, Default::default());
+        let head = match &embedding {
+            // The embedding's weight, and a bias initialised as nn::linear's.
+            Some(e) if config.tie_weights => {
+                let k = 1.0 / (config.hidden as f64).sqrt();
+                let bias = (vs / "head").var("bias", &[config.vocab], nn::Init::Uniform { lo: -k, up: k });
+                nn::Linear { ws: e.ws.shallow_clone(), bs: Some(bias) }
+            }
+            _ => nn::linear(vs / "head", config.hidden, config.vocab, Default::default()),
+        };
         TextLstm { embedding, lstm, head, config: config.clone() }
+    }
+
+    fn embed(&self, tokens: &Tensor, train: bool) -> Tensor {
+        let x = match &self.embedding {
+            Some(e) => e.forward(tokens), // [batch, seq, dim]
+            None => tokens.one_hot(self.config.vocab).to_kind(Kind::Float), // [batch, seq, vocab]
+        };
+        x.dropout(self.config.dropout, train)
+    }
+
+    /// `tokens [batch, seq]` (int64) → `(logits [batch, seq, vocab] after every position,
+    /// state)`: the stream protocol's forward pass.
+    pub fn forward_all(
+        &self,
+        tokens: &Tensor,
+        state: &(Tensor, Tensor),
+        train: bool,
+    ) -> (Tensor, (Tensor, Tensor)) {
+        let x = self.embed(tokens, train);
+        let (y, state) = self.lstm.seq(&x, state, train); // [batch, seq, hidden]
+        (self.head.forward(&y.dropout(self.config.dropout, train)), state)
     }
 
     /// `tokens [batch, seq]` (int64) → `(logits [batch, vocab] for the last position, state)`.
@@ -109,11 +142,7 @@ impl TextLstm {
         state: Option<&(Tensor, Tensor)>,
         train: bool,
     ) -> (Tensor, (Tensor, Tensor)) {
-        let x = match &self.embedding {
-            Some(e) => e.forward(tokens), // [batch, seq, dim]
-            None => tokens.one_hot(self.config.vocab).to_kind(Kind::Float), // [batch, seq, vocab]
-        };
-        let x = x.dropout(self.config.dropout, train);
+        let x = self.embed(tokens, train);
         let zero;
         let state = match state {
             Some(s) => s,

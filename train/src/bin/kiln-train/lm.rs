@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use kiln_train::lm::config::{Input, LmOptions, Preset};
+use kiln_train::lm::config::{Input, LmOptions, Preset, Protocol};
 use kiln_train::lm::{self, Resume};
 use kiln_train::optim::Schedule;
 use kiln_train::run::LogStyle;
@@ -12,14 +12,31 @@ pub struct LmArgs {
     /// Start from a preset configuration; other flags override it.
     #[arg(long, value_enum)]
     preset: Option<Preset>,
-    /// UTF-8 text to train on; each non-empty line is one sequence.
+    /// UTF-8 text to train on, read line by line.
     #[arg(long, value_name = "FILE", conflicts_with = "preset")]
     corpus: Option<PathBuf>,
+    /// A held-out text to measure perplexity on each epoch (instead of --valid-fraction of the
+    /// corpus's lines); the vocabulary comes from the corpus alone.
+    #[arg(long, value_name = "FILE", conflicts_with = "valid_fraction")]
+    valid: Option<PathBuf>,
+    /// How the text becomes examples [default: stream for a corpus, windows for the seed].
+    #[arg(long, value_enum)]
+    protocol: Option<Protocol>,
+    /// Stream: words per truncated back-propagation window [default: 35].
+    #[arg(long)]
+    bptt: Option<i64>,
+    /// The output layer shares the embedding matrix (needs --embed = --hidden) [default: on
+    /// for a corpus].
+    #[arg(long, overrides_with = "no_tie_weights")]
+    tie_weights: bool,
+    /// A separate output layer.
+    #[arg(long)]
+    no_tie_weights: bool,
     /// Write the trained model here (ONNX).
     #[arg(long, value_name = "FILE.onnx")]
     out: Option<PathBuf>,
     /// Continue training from this checkpoint (model, data and vocabulary as saved).
-    #[arg(long, value_name = "CKPT", conflicts_with_all = ["preset", "corpus", "input", "embed", "hidden", "layers", "dropout", "context", "lr", "schedule", "batch_size", "clip", "valid_fraction", "min_count", "max_vocab", "keep_case", "keep_punctuation", "seed"])]
+    #[arg(long, value_name = "CKPT", conflicts_with_all = ["preset", "corpus", "valid", "protocol", "bptt", "tie_weights", "no_tie_weights", "input", "embed", "hidden", "layers", "dropout", "context", "lr", "schedule", "batch_size", "clip", "valid_fraction", "min_count", "max_vocab", "keep_case", "keep_punctuation", "seed"])]
     resume: Option<PathBuf>,
     /// Save a checkpoint (safetensors) here; default: next to --out, as FILE.ckpt.safetensors.
     #[arg(long, value_name = "FILE")]
@@ -42,7 +59,7 @@ pub struct LmArgs {
     /// Dropout probability (input, between layers, before the head), in training only.
     #[arg(long)]
     dropout: Option<f64>,
-    /// Words of context per example.
+    /// Windows: words of context per example.
     #[arg(long)]
     context: Option<i64>,
     /// Adam learning rate.
@@ -54,7 +71,7 @@ pub struct LmArgs {
     /// Learning-rate schedule: constant, or cosine decay to lr/100 [default: cosine; seed: constant].
     #[arg(long, value_enum)]
     schedule: Option<Schedule>,
-    /// Examples per step (0: the whole training set at once).
+    /// Windows per step (0: the whole training set at once); stream: parallel streams.
     #[arg(long)]
     batch_size: Option<usize>,
     /// Clip the gradients' global norm to this (0: no clipping).
@@ -93,6 +110,14 @@ pub fn run(a: LmArgs) -> anyhow::Result<()> {
     let options = LmOptions {
         preset: a.preset,
         corpus: a.corpus,
+        valid: a.valid,
+        protocol: a.protocol,
+        bptt: a.bptt,
+        tie_weights: match (a.tie_weights, a.no_tie_weights) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
         out: a.out,
         checkpoint: a.checkpoint,
         checkpoint_every: a.checkpoint_every,
