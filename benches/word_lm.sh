@@ -9,7 +9,7 @@
 # .deps/torch-venv on first use, and trains for as long as EPOCHS epochs of kiln take (twice).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-epochs=${1:-6}
+epochs=${1:-3}
 shift || true
 cargo xtask bootstrap
 venv=.deps/torch-venv

@@ -260,6 +260,24 @@ fn demo() -> Result {
     run(Command::new(bin.join("kiln")).arg("generate").arg(&model).args(["you", "-n", "8", "--seed", "1"]))?;
 
     let models = root().join("models");
+    let plays = models.join("shakespeare-lstm.onnx");
+    println!("\n== The shipped Shakespeare word LSTM (kiln info)");
+    run(Command::new(bin.join("kiln")).arg("info").arg(&plays))?;
+    for seed in ["1", "2", "3"] {
+        println!("\n== kiln generate {} \"to be or\" -n 60 --temperature 0.8 --seed {seed}", plays.display());
+        run(Command::new(bin.join("kiln")).arg("generate").arg(&plays).args([
+            "to be or",
+            "-n",
+            "60",
+            "--temperature",
+            "0.8",
+            "--seed",
+            seed,
+        ]))?;
+    }
+    let held_out = root().join(".deps/shakespeare/sample-valid.txt");
+    println!("\n== kiln score {} {}", plays.display(), held_out.display());
+    run(Command::new(bin.join("kiln")).arg("score").arg(&plays).arg(&held_out))?;
     let fashion = models.join("fashion-dcgan.onnx");
     println!("\n== The shipped Fashion-MNIST DCGAN generator (kiln info)");
     run(Command::new(bin.join("kiln")).arg("info").arg(&fashion))?;
