@@ -38,6 +38,8 @@ pub enum Error {
         #[source]
         source: crate::contract::ContractError,
     },
+    #[error("{path}: metadata `{key}` says {file}, but the graph has {graph}")]
+    Disagrees { path: String, key: &'static str, file: String, graph: String },
     #[error(
         "{0} has no kiln metadata, so its vocabulary is unknown: give the vocabulary \
          (a JSON array of the words in index order)"

@@ -34,7 +34,23 @@ impl GeneratorModel {
         let ModelFile { name, graph, props } = file;
         let meta = GeneratorMeta::from_props(&props)
             .map_err(|source| Error::Contract { path: name.clone(), source })?;
-        let plan = ModelFile::plan(&name, graph)?;
+        let typed = ModelFile::typed(&name, graph)?;
+        // z in; samples [batch, …output_shape] out.
+        let check = read::Checker { name: &name, graph: &typed };
+        check.counts(1, (1, 1))?;
+        check.axis(false, 0, 1, meta.latent, crate::contract::key::LATENT, "noise")?;
+        let out =
+            typed.output_fact(0).map_err(|e| Error::BadModel { path: name.clone(), source: e.into() })?;
+        let shape: Vec<Option<i64>> = (1..out.rank()).map(|a| read::Checker::dim(out, a)).collect();
+        if shape != meta.output_shape.iter().map(|&d| Some(d as i64)).collect::<Vec<_>>() {
+            return Err(Error::Disagrees {
+                path: name,
+                key: crate::contract::key::OUTPUT_SHAPE,
+                file: format!("{:?}", meta.output_shape),
+                graph: format!("samples of shape {shape:?}"),
+            });
+        }
+        let plan = ModelFile::plan(&name, typed)?;
         Ok(GeneratorModel { plan, meta })
     }
 
@@ -58,7 +74,9 @@ impl GeneratorModel {
             )));
         }
         let out = self.plan.run(tvec!(read::input(z))).map_err(run_err)?;
-        read::array(&out[0])
+        let samples = read::array(&out[0])?;
+        read::finite(&samples, "samples")?;
+        Ok(samples)
     }
 
     /// `n` samples from the noise of `seed` ([`crate::noise::normal`]: the same on every platform).

@@ -166,7 +166,20 @@ impl NextWordModel {
         } else {
             crate::foreign::one_hot(graph, &name, options)?
         };
-        let plan = ModelFile::plan(&name, graph)?;
+        let typed = ModelFile::typed(&name, graph)?;
+        if let Interface::TokenIds { layers, hidden } = interface {
+            // tokens, h0, c0 in; logits, hn, cn (and logits_all) out.
+            let check = read::Checker { name: &name, graph: &typed };
+            check.counts(3, (3, 4))?;
+            let vocab = meta.vocab.len();
+            check.axis(true, 0, 1, vocab, crate::contract::key::VOCAB, "logits")?;
+            check.gather_rows(vocab, crate::contract::key::VOCAB)?;
+            for input in [1, 2] {
+                check.axis(false, input, 0, layers, crate::contract::key::LAYERS, "a state")?;
+                check.axis(false, input, 2, hidden, crate::contract::key::HIDDEN, "a state")?;
+            }
+        }
+        let plan = ModelFile::plan(&name, typed)?;
         let vocab = Vocab::new(meta.vocab.clone());
         Ok(NextWordModel { plan, meta, vocab, interface })
     }
@@ -211,8 +224,10 @@ impl NextWordModel {
                 let inputs =
                     tvec!(read::input(tokens), read::input(state.h.view()), read::input(state.c.view()));
                 let out = self.plan.run(inputs).map_err(run_err)?;
+                let logits = read::array(&out[0])?;
+                read::finite(&logits, "logits")?;
                 Ok(StepOutput {
-                    logits: read::array(&out[0])?,
+                    logits,
                     logits_all: out.get(3).map(|t| read::array(t)).transpose()?,
                     state: Some(State { h: read::array(&out[1])?, c: read::array(&out[2])? }),
                 })
@@ -237,6 +252,7 @@ impl NextWordModel {
                     let l: Array2<f32> = read::array(&out[0])?;
                     out_row.assign(&l.row(0));
                 }
+                read::finite(&logits, "logits")?;
                 Ok(StepOutput { logits, logits_all: None, state: None })
             }
         }

@@ -39,12 +39,110 @@ impl ModelFile {
         self.props.get(crate::contract::key::KIND).map(String::as_str)
     }
 
-    /// tract's optimised, runnable plan of `graph`.
-    pub fn plan(name: &str, graph: InferenceModel) -> Result<std::sync::Arc<TypedRunnableModel>> {
-        graph
+    /// tract's typed graph of `graph`: every fact derived, nothing optimised yet, so that it can
+    /// be checked against the metadata before a plan is made.
+    pub fn typed(name: &str, graph: InferenceModel) -> Result<TypedModel> {
+        graph.into_typed().map_err(|e| Error::BadModel { path: name.to_string(), source: e.into() })
+    }
+
+    /// tract's optimised, runnable plan of a typed graph.
+    pub fn plan(name: &str, typed: TypedModel) -> Result<std::sync::Arc<TypedRunnableModel>> {
+        typed
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(|e| Error::BadModel { path: name.to_string(), source: e.into() })
+    }
+}
+
+/// Checks a typed graph against what its metadata says of it, so that a file whose metadata lies
+/// is one clear error at load, not a panic or a wrong answer later.
+pub(crate) struct Checker<'a> {
+    pub name: &'a str,
+    pub graph: &'a TypedModel,
+}
+
+impl Checker<'_> {
+    /// Axis `axis` of `fact`, when it is a known number.
+    pub fn dim(fact: &TypedFact, axis: usize) -> Option<i64> {
+        fact.shape.dims().get(axis).and_then(|d| d.as_i64())
+    }
+
+    fn disagrees(&self, key: &'static str, file: impl ToString, graph: impl ToString) -> Error {
+        Error::Disagrees {
+            path: self.name.to_string(),
+            key,
+            file: file.to_string(),
+            graph: graph.to_string(),
+        }
+    }
+
+    /// The graph has `min..=max` inputs and outputs.
+    pub fn counts(&self, inputs: usize, outputs: (usize, usize)) -> Result<()> {
+        let (i, o) = (self.graph.inputs.len(), self.graph.outputs.len());
+        if i != inputs {
+            return Err(self.disagrees(
+                "kiln.kind",
+                format!("a model of {inputs} inputs"),
+                format!("{i} inputs"),
+            ));
+        }
+        if o < outputs.0 || o > outputs.1 {
+            return Err(self.disagrees(
+                "kiln.kind",
+                format!("a model of {}–{} outputs", outputs.0, outputs.1),
+                format!("{o} outputs"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Axis `axis` of input (or output) `ix` is `want`, as metadata `key` says.
+    pub fn axis(
+        &self,
+        output: bool,
+        ix: usize,
+        axis: usize,
+        want: usize,
+        key: &'static str,
+        what: &str,
+    ) -> Result<()> {
+        let fact = if output { self.graph.output_fact(ix) } else { self.graph.input_fact(ix) }
+            .map_err(|e| Error::BadModel { path: self.name.to_string(), source: e.into() })?;
+        match Self::dim(fact, axis) {
+            Some(got) if got == want as i64 => Ok(()),
+            got => Err(self.disagrees(
+                key,
+                want,
+                format!("{what} of {}", got.map_or_else(|| "unknown size".to_string(), |g| g.to_string())),
+            )),
+        }
+    }
+
+    /// Every constant table a `Gather` reads (an embedding) has `rows` rows, as metadata `key`
+    /// says.
+    pub fn gather_rows(&self, rows: usize, key: &'static str) -> Result<()> {
+        use tract_onnx::tract_core::ops::array::Gather;
+        for node in &self.graph.nodes {
+            if node.op_as::<Gather>().is_none() || node.inputs.is_empty() {
+                continue;
+            }
+            let fact = self
+                .graph
+                .outlet_fact(node.inputs[0])
+                .map_err(|e| Error::BadModel { path: self.name.to_string(), source: e.into() })?;
+            if fact.konst.is_some() {
+                if let Some(got) = Self::dim(fact, 0) {
+                    if got != rows as i64 {
+                        return Err(self.disagrees(
+                            key,
+                            format!("{rows} words"),
+                            format!("an embedding of {got} rows"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -68,6 +166,20 @@ pub(crate) fn array<T: Datum + Clone, D: tract_ndarray::Dimension>(
 ) -> Result<tract_ndarray::Array<T, D>> {
     let view = t.to_plain_array_view::<T>().map_err(run_err)?;
     view.to_owned().into_dimensionality::<D>().map_err(run_err)
+}
+
+/// Checks that a model's output holds only finite numbers: NaN or infinity there means its
+/// weights are broken, and an answer drawn from them would be silently wrong.
+pub(crate) fn finite<D: tract_ndarray::Dimension>(
+    a: &tract_ndarray::Array<f32, D>,
+    what: &str,
+) -> Result<()> {
+    match a.iter().find(|x| !x.is_finite()) {
+        Some(x) => {
+            Err(Error::Output(format!("the model computed {x} among its {what}: its weights are not usable")))
+        }
+        None => Ok(()),
+    }
 }
 
 /// An `ndarray` view as a tract input.

@@ -1,0 +1,90 @@
+//! Model files whose metadata disagrees with their graph, or whose weights are not numbers, made
+//! from the shipped models: loading them is one clear error naming the metadata key and both
+//! values, and a broken model's output is an error, never a printed NaN or a panic.
+
+use std::path::PathBuf;
+
+use kiln_infer::ndarray::Array2;
+use kiln_infer::pb::ModelProto;
+use kiln_infer::{GeneratorModel, LoadOptions, NextWordModel};
+use prost::Message;
+
+fn shipped(name: &str) -> ModelProto {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models").join(name);
+    ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap()
+}
+
+fn with_meta(mut m: ModelProto, key: &str, value: &str) -> Vec<u8> {
+    let prop = m.metadata_props.iter_mut().find(|p| p.key == key).unwrap_or_else(|| panic!("no {key}"));
+    prop.value = value.to_string();
+    m.encode_to_vec()
+}
+
+fn next_word_error(bytes: &[u8]) -> String {
+    NextWordModel::from_bytes(bytes, "crafted.onnx", &LoadOptions::default()).unwrap_err().to_string()
+}
+
+fn generator_error(bytes: &[u8]) -> String {
+    GeneratorModel::from_bytes(bytes, "crafted.onnx").unwrap_err().to_string()
+}
+
+#[test]
+fn next_word_metadata_that_lies_about_the_graph_is_refused_at_load() {
+    // The seed model: 9 words, 1 layer, hidden 5.
+    let seed = shipped("seed-lstm.onnx");
+    let short: Vec<String> = (0..8).map(|i| format!("w{i}")).collect();
+    let e = next_word_error(&with_meta(seed.clone(), "kiln.vocab", &serde_json::to_string(&short).unwrap()));
+    assert!(e.contains("metadata `kiln.vocab` says 8, but the graph has logits of 9"), "{e}");
+    let long: Vec<String> = (0..10).map(|i| format!("w{i}")).collect();
+    let e = next_word_error(&with_meta(seed.clone(), "kiln.vocab", &serde_json::to_string(&long).unwrap()));
+    assert!(e.contains("`kiln.vocab` says 10"), "{e}");
+    let e = next_word_error(&with_meta(seed.clone(), "kiln.hidden", "6"));
+    assert!(e.contains("metadata `kiln.hidden` says 6, but the graph has a state of 5"), "{e}");
+    let e = next_word_error(&with_meta(seed.clone(), "kiln.layers", "2"));
+    assert!(e.contains("metadata `kiln.layers` says 2, but the graph has a state of 1"), "{e}");
+    // A graph without its state outputs.
+    let mut cut = seed.clone();
+    cut.graph.as_mut().unwrap().output.truncate(1);
+    let e = next_word_error(&cut.encode_to_vec());
+    assert!(e.contains("1 outputs"), "{e}");
+    // The untouched file loads.
+    NextWordModel::from_bytes(&seed.encode_to_vec(), "seed.onnx", &LoadOptions::default()).unwrap();
+}
+
+#[test]
+fn generator_metadata_that_lies_about_the_graph_is_refused_at_load() {
+    let ring = shipped("ring8-gan.onnx");
+    let e = generator_error(&with_meta(ring.clone(), "kiln.latent", "3"));
+    assert!(e.contains("metadata `kiln.latent` says 3, but the graph has noise of 2"), "{e}");
+    let e = generator_error(&with_meta(ring.clone(), "kiln.latent", "1000000000000"));
+    assert!(e.contains("`kiln.latent` says 1000000000000"), "{e}");
+    let e = generator_error(&with_meta(ring.clone(), "kiln.output_shape", "[1, 28, 28]"));
+    assert!(
+        e.contains(
+            "metadata `kiln.output_shape` says [1, 28, 28], but the graph has samples of shape [Some(2)]"
+        ),
+        "{e}"
+    );
+    GeneratorModel::from_bytes(&ring.encode_to_vec(), "ring8.onnx").unwrap();
+}
+
+#[test]
+fn weights_that_are_not_numbers_give_an_error_not_a_nan() {
+    let mut seed = shipped("seed-lstm.onnx");
+    let bias = seed.graph.as_mut().unwrap().initializer.iter_mut().find(|t| t.name == "head.bias").unwrap();
+    bias.raw_data = f32::NAN.to_le_bytes().repeat(bias.raw_data.len() / 4);
+    let m = NextWordModel::from_bytes(&seed.encode_to_vec(), "nan.onnx", &LoadOptions::default()).unwrap();
+    let e = m.predict("i like", 3).unwrap_err().to_string();
+    assert!(e.contains("the model computed NaN among its logits"), "{e}");
+    assert!(m.generate("i", &Default::default()).is_err());
+
+    let mut ring = shipped("ring8-gan.onnx");
+    for t in &mut ring.graph.as_mut().unwrap().initializer {
+        if t.data_type == 1 {
+            t.raw_data = f32::INFINITY.to_le_bytes().repeat(t.raw_data.len() / 4);
+        }
+    }
+    let g = GeneratorModel::from_bytes(&ring.encode_to_vec(), "inf.onnx").unwrap();
+    let e = g.generate(Array2::zeros((2, 2)).view()).unwrap_err().to_string();
+    assert!(e.contains("among its samples"), "{e}");
+}
