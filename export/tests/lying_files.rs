@@ -88,3 +88,30 @@ fn weights_that_are_not_numbers_give_an_error_not_a_nan() {
     let e = g.generate(Array2::zeros((2, 2)).view()).unwrap_err().to_string();
     assert!(e.contains("among its samples"), "{e}");
 }
+
+#[test]
+fn a_graph_of_a_hundred_thousand_nodes_is_refused_at_once() {
+    use kiln_infer::pb::{GraphProto, NodeProto};
+    let mut m = shipped("ring8-gan.onnx");
+    let g: &mut GraphProto = m.graph.as_mut().unwrap();
+    let out = g.output[0].name.clone();
+    // samples → Identity → Identity → … 100,000 times, renamed back to the output.
+    let mut last = out.clone();
+    for i in 0..100_000 {
+        let next = format!("chain{i}");
+        g.node.push(NodeProto {
+            op_type: "Identity".into(),
+            input: vec![last.clone()],
+            output: vec![next.clone()],
+            ..Default::default()
+        });
+        last = next;
+    }
+    g.output[0].name = last;
+    let bytes = m.encode_to_vec();
+    let start = std::time::Instant::now();
+    let e = kiln_infer::load_bytes(&bytes, "chain.onnx", &LoadOptions::default()).unwrap_err().to_string();
+    let took = start.elapsed();
+    assert!(e.contains("chain.onnx has more than 10000 graph nodes"), "{e}");
+    assert!(took.as_secs_f64() < 1.0, "refusing took {took:?}");
+}

@@ -18,7 +18,7 @@ use crate::ndarray::Array2;
 
 use crate::contract::{KIND_GENERATOR, KIND_NEXT_WORD};
 use crate::error::{run_err, Error, Result};
-use crate::next_word::LoadOptions;
+use crate::read::LoadOptions;
 use crate::Model;
 
 /// What to measure.

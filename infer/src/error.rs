@@ -38,6 +38,8 @@ pub enum Error {
         #[source]
         source: crate::contract::ContractError,
     },
+    #[error("{path} has more than {limit} {what}, the most a model may have unless the limit is raised")]
+    TooLarge { path: String, what: &'static str, limit: usize },
     #[error("{path}: metadata `{key}` says {file}, but the graph has {graph}")]
     Disagrees { path: String, key: &'static str, file: String, graph: String },
     #[error(

@@ -8,7 +8,8 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::contract::{NextWordMeta, TokenizerSpec};
 use crate::error::{Error, Result};
-use crate::next_word::{Interface, LoadOptions};
+use crate::next_word::Interface;
+use crate::read::LoadOptions;
 
 /// A model without kiln metadata: accept a single one-hot float input `[batch, seq, vocab]`.
 pub(crate) fn one_hot(

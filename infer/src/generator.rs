@@ -9,7 +9,7 @@ use tract_onnx::prelude::*;
 use crate::contract::GeneratorMeta;
 use crate::error::{run_err, Error, Result};
 use crate::noise;
-use crate::read::{self, ModelFile};
+use crate::read::{self, LoadOptions, ModelFile};
 use crate::samples::Samples;
 
 /// A loaded generator, optimised once for any batch size.
@@ -20,14 +20,20 @@ pub struct GeneratorModel {
 }
 
 impl GeneratorModel {
-    /// Loads and optimises a generator file once; every call after that reuses the plan.
+    /// Loads and optimises a generator file once (within the default
+    /// [`Limits`](crate::Limits)); every call after that reuses the plan.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        Self::from_file(ModelFile::read(path.as_ref())?)
+        Self::load_with(path, &LoadOptions::default())
+    }
+
+    /// Like [`GeneratorModel::load`], within `options.limits`.
+    pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
+        Self::from_file(ModelFile::read(path.as_ref(), options)?)
     }
 
     /// Like [`GeneratorModel::load`], from the file's bytes; `name` names it in messages.
     pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Self> {
-        Self::from_file(ModelFile::parse(bytes, name.to_string())?)
+        Self::from_file(ModelFile::parse(bytes, name.to_string(), &LoadOptions::default())?)
     }
 
     pub(crate) fn from_file(file: ModelFile) -> Result<Self> {

@@ -37,7 +37,8 @@ pub mod text;
 
 pub use error::{Error, Result, Source as ErrorSource};
 pub use generator::GeneratorModel;
-pub use next_word::{LoadOptions, NextWordModel};
+pub use next_word::NextWordModel;
+pub use read::{Limits, LoadOptions};
 /// tract's ONNX protobuf types, re-exported for the exporter.
 pub use tract_onnx::pb;
 /// The `ndarray` version of the API's arrays.
@@ -54,12 +55,12 @@ pub enum Model {
 /// declares: a generator, or else a next-word model (`options` serve models without kiln
 /// metadata; a generator needs none).
 pub fn load(path: impl AsRef<std::path::Path>, options: &LoadOptions) -> Result<Model> {
-    from_file(read::ModelFile::read(path.as_ref())?, options)
+    from_file(read::ModelFile::read(path.as_ref(), options)?, options)
 }
 
 /// Like [`load`], from the file's bytes; `name` names it in messages.
 pub fn load_bytes(bytes: &[u8], name: &str, options: &LoadOptions) -> Result<Model> {
-    from_file(read::ModelFile::parse(bytes, name.to_string())?, options)
+    from_file(read::ModelFile::parse(bytes, name.to_string(), options)?, options)
 }
 
 fn from_file(file: read::ModelFile, options: &LoadOptions) -> Result<Model> {

@@ -60,6 +60,8 @@ enum Command {
         model: PathBuf,
         /// The text (UTF-8), read line by line as the model was trained.
         text: PathBuf,
+        #[command(flatten)]
+        limits: LimitArgs,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -151,6 +153,8 @@ struct SampleArgs {
     /// Also write the noise vectors fed to the generator, one row per sample (.npy or .csv).
     #[arg(long, value_name = "FILE")]
     save_noise: Option<PathBuf>,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 impl SampleArgs {
@@ -175,11 +179,38 @@ struct LoadArgs {
     /// vocabulary's words in index order.
     #[arg(long, value_name = "FILE")]
     vocab: Option<PathBuf>,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 impl LoadArgs {
     fn options(&self) -> LoadOptions {
-        LoadOptions { vocab: self.vocab.clone() }
+        LoadOptions { vocab: self.vocab.clone(), limits: self.limits.limits() }
+    }
+}
+
+/// How large a model file may be: refused beyond, before anything is built from it.
+#[derive(clap::Args, Debug)]
+struct LimitArgs {
+    /// Refuse model files larger than this many megabytes [default: 100].
+    #[arg(long, value_name = "MB")]
+    max_model_mb: Option<u64>,
+    /// Refuse graphs of more nodes than this [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_nodes: Option<usize>,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> kiln_infer::Limits {
+        let d = kiln_infer::Limits::default();
+        kiln_infer::Limits {
+            max_bytes: self.max_model_mb.map_or(d.max_bytes, |mb| mb.saturating_mul(1_000_000)),
+            max_nodes: self.max_nodes.unwrap_or(d.max_nodes),
+        }
+    }
+
+    fn options(&self) -> LoadOptions {
+        LoadOptions { vocab: None, limits: self.limits() }
     }
 }
 
@@ -227,6 +258,14 @@ fn in_flags(err: anyhow::Error) -> anyhow::Error {
              (a JSON array of the words in index order)"
         ),
         Error::VocabNotNeeded(path) => anyhow::anyhow!("{path} carries its own vocabulary; drop --vocab"),
+        Error::TooLarge { .. } => {
+            let flag = if matches!(e, Error::TooLarge { what: "bytes", .. }) {
+                "--max-model-mb"
+            } else {
+                "--max-nodes"
+            };
+            anyhow::anyhow!("{e} ({flag} raises it)")
+        }
         _ => err,
     }
 }
@@ -322,8 +361,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Score { model, text, json } => {
-            let m = NextWordModel::load(&model, &LoadOptions::default())?;
+        Command::Score { model, text, limits, json } => {
+            let m = NextWordModel::load(&model, &limits.options())?;
             let body = std::fs::read_to_string(&text)
                 .with_context(|| format!("cannot read {} (it must be a UTF-8 text file)", text.display()))?;
             let s = m.score(&body)?;
@@ -372,13 +411,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Sample { args, n, seed } => {
             args.validate()?;
-            let g = GeneratorModel::load(&args.model)?;
+            let g = GeneratorModel::load_with(&args.model, &args.limits.options())?;
             let (z, samples) = g.sample_with_noise(n, seed)?;
             write_samples(&mut out, &args, &z, &samples, g.meta().value_range)?;
         }
         Command::Interpolate { args, from, to, steps } => {
             args.validate()?;
-            let g = GeneratorModel::load(&args.model)?;
+            let g = GeneratorModel::load_with(&args.model, &args.limits.options())?;
             let (z, samples) = g.interpolate_with_noise(from, to, steps)?;
             let args = SampleArgs { columns: args.columns.or(Some(steps)), ..args };
             write_samples(&mut out, &args, &z, &samples, g.meta().value_range)?;

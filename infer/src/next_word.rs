@@ -17,7 +17,7 @@ use tract_onnx::prelude::*;
 
 use crate::contract::{NextWordMeta, EOS};
 use crate::error::{run_err, Error, Result};
-use crate::read::{self, ModelFile};
+use crate::read::{self, LoadOptions, ModelFile};
 use crate::sampling::{softmax, top_k, Sampling};
 use crate::text::{self, Vocab};
 
@@ -29,13 +29,6 @@ pub enum Interface {
     TokenIds { layers: usize, hidden: usize },
     /// One-hot float rows `[batch, seq, vocab]`, logits out, no state (`torch.onnx.export`).
     OneHot { seq: usize },
-}
-
-/// Options for [`NextWordModel::load`].
-#[derive(Debug, Clone, Default)]
-pub struct LoadOptions {
-    /// The vocabulary of a model without kiln metadata: a JSON array of words in index order.
-    pub vocab: Option<std::path::PathBuf>,
 }
 
 /// An LSTM stack's state: `h` and `c`, each `[layers, batch, hidden]`.
@@ -145,12 +138,12 @@ pub struct NextWordModel {
 impl NextWordModel {
     /// Loads and optimises a model file once; every query after that reuses the plan.
     pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
-        Self::from_file(ModelFile::read(path.as_ref())?, options)
+        Self::from_file(ModelFile::read(path.as_ref(), options)?, options)
     }
 
     /// Like [`NextWordModel::load`], from the file's bytes; `name` names it in messages.
     pub fn from_bytes(bytes: &[u8], name: &str, options: &LoadOptions) -> Result<Self> {
-        Self::from_file(ModelFile::parse(bytes, name.to_string())?, options)
+        Self::from_file(ModelFile::parse(bytes, name.to_string(), options)?, options)
     }
 
     pub(crate) fn from_file(file: ModelFile, options: &LoadOptions) -> Result<Self> {

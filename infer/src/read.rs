@@ -1,5 +1,6 @@
-//! Reading a model file: the bytes (from a path or given), tract's parse of the graph, and the
-//! file's `metadata_props`; the conversions between `ndarray` arrays and tract's tensors.
+//! Reading a model file: the bytes (from a path or given, within [`Limits`]), tract's parse of
+//! the graph, and the file's `metadata_props`; the checks of a typed graph against its metadata;
+//! the conversions between `ndarray` arrays and tract's tensors.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -7,6 +8,33 @@ use std::path::Path;
 use tract_onnx::prelude::*;
 
 use crate::error::{run_err, Error, Result};
+
+/// How much a model file may ask for before anything is built from it: far above any kiln model
+/// (the shipped ones are under 10 MB and 100 nodes), low enough that a wrong or hostile file —
+/// `/dev/zero`, a graph of a million nodes — is refused at once instead of exhausting memory or
+/// time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes in the file.
+    pub max_bytes: u64,
+    /// Nodes in the graph (sub-graphs included).
+    pub max_nodes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_bytes: 100_000_000, max_nodes: 10_000 }
+    }
+}
+
+/// Options for loading a model.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// The vocabulary of a next-word model without kiln metadata: a JSON array of words in index
+    /// order.
+    pub vocab: Option<std::path::PathBuf>,
+    pub limits: Limits,
+}
 
 /// A parsed model file: tract's graph and the file's metadata.
 pub(crate) struct ModelFile {
@@ -18,18 +46,41 @@ pub(crate) struct ModelFile {
 }
 
 impl ModelFile {
-    /// Reads and parses the file at `path`.
-    pub fn read(path: &Path) -> Result<Self> {
+    /// Reads and parses the file at `path`, reading at most `options.limits.max_bytes` (so a
+    /// pipe or a device is never read without end).
+    pub fn read(path: &Path, options: &LoadOptions) -> Result<Self> {
+        use std::io::Read as _;
         let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| Error::Read { path: name.clone(), source })?;
-        Self::parse(&bytes, name)
+        let max = options.limits.max_bytes;
+        let read_err = |source| Error::Read { path: name.clone(), source };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let too_large = || Error::TooLarge { path: name.clone(), what: "bytes", limit: max as usize };
+        if file.metadata().map_err(read_err)?.len() > max {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        file.take(max + 1).read_to_end(&mut bytes).map_err(read_err)?;
+        if bytes.len() as u64 > max {
+            return Err(too_large());
+        }
+        Self::parse(&bytes, name, options)
     }
 
     /// Parses a model file's bytes; `name` names it in messages.
-    pub fn parse(bytes: &[u8], name: String) -> Result<Self> {
-        let graph = tract_onnx::onnx()
-            .model_for_read(&mut &bytes[..])
-            .map_err(|e| Error::BadModel { path: name.clone(), source: e.into() })?;
+    pub fn parse(bytes: &[u8], name: String, options: &LoadOptions) -> Result<Self> {
+        use tract_onnx::tract_hir::prelude::Framework as _;
+        let bad = |e: anyhow::Error| Error::BadModel { path: name.clone(), source: e.into() };
+        let limits = options.limits;
+        if bytes.len() as u64 > limits.max_bytes {
+            return Err(Error::TooLarge { path: name, what: "bytes", limit: limits.max_bytes as usize });
+        }
+        let onnx = tract_onnx::onnx();
+        let proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(bad)?;
+        let nodes = proto.graph.as_ref().map_or(0, count_nodes);
+        if nodes > limits.max_nodes {
+            return Err(Error::TooLarge { path: name, what: "graph nodes", limit: limits.max_nodes });
+        }
+        let graph = onnx.model_for_proto_model(&proto).map_err(bad)?;
         let props = metadata(&graph);
         Ok(ModelFile { name, graph, props })
     }
@@ -144,6 +195,17 @@ impl Checker<'_> {
         }
         Ok(())
     }
+}
+
+/// Nodes of `graph` and of every sub-graph its nodes carry (If, Loop, Scan bodies).
+fn count_nodes(graph: &tract_onnx::pb::GraphProto) -> usize {
+    graph.node.len()
+        + graph
+            .node
+            .iter()
+            .flat_map(|n| &n.attribute)
+            .map(|a| a.g.as_ref().map_or(0, count_nodes) + a.graphs.iter().map(count_nodes).sum::<usize>())
+            .sum::<usize>()
 }
 
 /// The graph's `metadata_props`, without tract's `onnx.metadata_props.` prefix.

@@ -410,3 +410,14 @@ fn generate_ends_at_the_end_of_the_line_unless_told_not_to() {
     let options = kiln_infer::next_word::GenerateOptions { words: 1000, seed: 5, ..Default::default() };
     assert_eq!(m.generate("la", &options).unwrap().words.join(" "), line.trim_end());
 }
+
+#[test]
+fn files_beyond_the_size_limit_are_refused_without_reading_them_whole() {
+    let start = std::time::Instant::now();
+    fails(&["info", "/dev/zero"], "/dev/zero has more than 100000000 bytes");
+    assert!(start.elapsed().as_secs_f64() < 2.0, "{:?}", start.elapsed());
+    fails(&["info", "/dev/zero", "--max-model-mb", "1"], "more than 1000000 bytes, the most a model may have unless the limit is raised (--max-model-mb raises it)");
+    let seed = seed_model();
+    fails(&["predict", seed.to_str().unwrap(), "i", "--max-nodes", "3"], "more than 3 graph nodes");
+    fails(&["sample", &coin(), "--max-model-mb", "0"], "more than 0 bytes");
+}
