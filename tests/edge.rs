@@ -246,7 +246,7 @@ fn matches_x86_64(d: &Device) {
             let (want, got) = (npy_values(&x_want), npy_values(&x_got));
             assert_eq!(want.len(), got.len());
             assert!(want.iter().any(|v| *v != 0.0), "{m}: samples are not all zero");
-            let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let worst = kiln_infer::numeric::max_abs_diff(&want, &got);
             assert!(worst <= 1e-3, "{}: {m}: samples differ from x86_64's by up to {worst}", d.name);
             eprintln!("{}: {m}: noise identical, samples within {worst:e}", d.name);
             checked += 1;

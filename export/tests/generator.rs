@@ -121,7 +121,7 @@ fn check(stack: Vec<GenLayer>, latent: usize, output_shape: Vec<usize>, rng: &mu
             .collect();
         let want: Vec<f32> = z.chunks(latent).flat_map(|z| reference(&stack, z)).collect();
         assert_eq!(got.len(), want.len());
-        let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let d = kiln_infer::numeric::max_abs_diff(&got, &want);
         assert!(d < 1e-4, "batch {batch}: differs by {d}");
     }
 }

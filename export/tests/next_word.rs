@@ -108,7 +108,7 @@ fn reference(
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    kiln_infer::numeric::max_abs_diff(a, b)
 }
 
 fn check(embed: Option<usize>, layers: usize, tied: bool) {

@@ -18,6 +18,7 @@
 //!   models kiln did not write.
 //! - [`generator`]: sampling from exported GAN generators; [`noise`]: portable seeded noise;
 //!   [`samples`]: PNG grids, CSV and `.npy` files.
+//! - [`numeric`]: the NaN-aware difference every equivalence check uses.
 //! - [`bench`]: latency and throughput of a model on the machine at hand (`kiln bench`).
 //! - [`load`], [`load_bytes`]: one read and parse of a model file, from a path or bytes, as
 //!   the kind it declares; [`fsx`]: atomic file writes.
@@ -30,6 +31,7 @@ pub mod fsx;
 pub mod generator;
 pub mod next_word;
 pub mod noise;
+pub mod numeric;
 mod read;
 pub mod samples;
 pub mod sampling;

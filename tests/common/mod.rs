@@ -53,10 +53,10 @@ pub fn random_corpus(seed: u64, words: usize, lines: usize) -> String {
 }
 
 /// The largest absolute difference; NaN when either side holds one (see
-/// [`kiln_train::run::max_abs_diff`]), so `d <= tol` fails on NaN.
+/// [`kiln_infer::numeric::max_abs_diff`]), so `d <= tol` fails on NaN.
 pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
-    kiln_train::run::max_abs_diff(a, b)
+    kiln_infer::numeric::max_abs_diff(a, b)
 }
 
 pub fn to_vec(t: &tch::Tensor) -> Vec<f32> {

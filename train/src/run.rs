@@ -92,21 +92,6 @@ pub fn default_checkpoint(out: Option<&Path>) -> Option<PathBuf> {
     out.map(|o| beside(o, ".ckpt.safetensors"))
 }
 
-/// The largest absolute difference between `a` and `b`; NaN when either holds a NaN or
-/// they differ in length, so that no comparison built on it can pass by accident.
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    if a.len() != b.len() {
-        return f32::NAN;
-    }
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, |m, d| {
-        if d.is_nan() || m.is_nan() {
-            f32::NAN
-        } else {
-            m.max(d)
-        }
-    })
-}
-
 /// The check of an exported file: `got` (the file, run by tract) against `want` (the trained
 /// model). Above `tolerance` — or NaN — the exporter is wrong: the file is removed and the
 /// run fails. Returns the largest difference.
@@ -117,7 +102,7 @@ pub fn check_export(
     tolerance: f32,
     what: &str,
 ) -> anyhow::Result<f32> {
-    let diff = max_abs_diff(got, want);
+    let diff = kiln_infer::numeric::max_abs_diff(got, want);
     if diff.is_nan() || diff > tolerance {
         let _ = std::fs::remove_file(path);
         bail!("the exported {what} disagrees with the trained one (max |Δ| = {diff}); nothing was written");
@@ -128,14 +113,6 @@ pub fn check_export(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn differences_see_nan_and_length() {
-        assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.5, 2.0]), 0.5);
-        assert!(max_abs_diff(&[1.0, f32::NAN], &[1.0, 2.0]).is_nan());
-        assert!(max_abs_diff(&[f32::NAN, 1.0], &[1.0, 1.0]).is_nan());
-        assert!(max_abs_diff(&[1.0], &[1.0, 2.0]).is_nan());
-    }
 
     #[test]
     fn a_failed_export_check_removes_the_file() {

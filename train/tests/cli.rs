@@ -323,7 +323,7 @@ fn dcgan_on_idx_files_writes_grids_checkpoints_and_resumes_exactly() {
         .stdout(predicate::str::contains("epoch    3/3"));
     assert!(dir.path().join("part-log/samples-epoch-003.png").is_file());
     let (a, b) = (samples(&full), samples(&part));
-    let d = kiln_train::run::max_abs_diff(&a, &b);
+    let d = kiln_infer::numeric::max_abs_diff(&a, &b);
     assert!(d <= 1e-6, "resumed run differs from the uninterrupted one by {d}");
     fails(&["gan", "--resume", ckpt.to_str().unwrap(), "--epochs", "3"], "already done 3 of 3 epochs");
     fails(&["gan", "--resume", ckpt.to_str().unwrap(), "--data", "ring8"], "cannot be used with");
