@@ -3,7 +3,7 @@
 
 /// The largest absolute difference between `a` and `b`; NaN when either holds a NaN or they
 /// differ in length, so that a comparison built on it (`d <= tolerance`) fails instead of
-/// passing by accident — `fold(0.0, f32::max)` would drop the NaN.
+/// passing by accident (a fold with `f32::max` would drop the NaN).
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     if a.len() != b.len() {
         return f32::NAN;
