@@ -93,8 +93,10 @@ pub fn default_checkpoint(out: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// The check of an exported file: `got` (the file, run by tract) against `want` (the trained
-/// model). Above `tolerance` — or NaN — the exporter is wrong: the file is removed and the
-/// run fails. Returns the largest difference.
+/// model). The tolerance is relative to the outputs' scale — `tolerance × max(1, max |want|)` —
+/// since float32 sums differ in proportion to the values summed: a large but healthy model
+/// passes, a wrong graph does not. Above it, or NaN, the exporter is wrong: the file is removed
+/// and the run fails. Returns the largest difference.
 pub fn check_export(
     path: &Path,
     got: &[f32],
@@ -103,9 +105,13 @@ pub fn check_export(
     what: &str,
 ) -> anyhow::Result<f32> {
     let diff = kiln_infer::numeric::max_abs_diff(got, want);
-    if diff.is_nan() || diff > tolerance {
+    let scale = want.iter().fold(1f32, |m, x| m.max(x.abs()));
+    if diff.is_nan() || !scale.is_finite() || diff > tolerance * scale {
         let _ = std::fs::remove_file(path);
-        bail!("the exported {what} disagrees with the trained one (max |Δ| = {diff}); nothing was written");
+        bail!(
+            "the exported {what} disagrees with the trained one (max |Δ| = {diff} on outputs up to {scale}); \
+             nothing was written"
+        );
     }
     Ok(diff)
 }
@@ -121,7 +127,13 @@ mod tests {
         std::fs::write(&path, b"x").unwrap();
         assert_eq!(check_export(&path, &[1.0], &[1.0], 1e-3, "model").unwrap(), 0.0);
         assert!(path.exists());
+        // Relative to the outputs' scale: 0.5 off on outputs of 10,000 passes, 0.5 off on 1 fails.
+        assert_eq!(check_export(&path, &[10_000.5], &[10_000.0], 1e-3, "model").unwrap(), 0.5);
+        assert!(path.exists());
         assert!(check_export(&path, &[f32::NAN], &[1.0], 1e-3, "model").is_err());
+        assert!(!path.exists());
+        std::fs::write(&path, b"x").unwrap();
+        assert!(check_export(&path, &[1.5], &[1.0], 1e-3, "model").is_err());
         assert!(!path.exists());
     }
 
