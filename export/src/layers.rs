@@ -24,10 +24,17 @@ impl Embedding {
     }
 }
 
-/// `Gather(weight, ids)`: ids of any shape `S` give `S × [dim]`.
-pub fn embedding(g: &mut GraphBuilder, name: &str, e: &Embedding, ids: &str) -> Result<String, ExportError> {
+/// `Gather(weight, ids)`: ids of any shape `S` give `S × [dim]`. Returns the table's
+/// initializer (a tied output layer reads it too) and the gathered rows.
+pub fn embedding(
+    g: &mut GraphBuilder,
+    name: &str,
+    e: &Embedding,
+    ids: &str,
+) -> Result<(String, String), ExportError> {
     let w = g.weight(&format!("{name}.weight"), &[e.vocab, e.dim], &e.weight)?;
-    Ok(g.op("Gather", &[&w, ids], vec![attr_int("axis", 0)]))
+    let rows = g.op("Gather", &[&w, ids], vec![attr_int("axis", 0)]);
+    Ok((w, rows))
 }
 
 /// A fully connected layer in PyTorch's layout: `weight [out, in]`, `bias [out]`.

@@ -71,8 +71,8 @@ pub fn next_word_model(w: &NextWordWeights, meta: &NextWordMeta) -> Result<Model
     g.input(io::C0, Elem::F32, &[layers, batch, h]);
 
     let tokens_t = layers::transpose(&mut g, io::TOKENS, &[1, 0]); // [seq, batch]
-    let embedding_weight = g.weight("embedding.weight", &[vocab, w.embedding.dim], &w.embedding.weight)?; // [vocab, E]
-    let mut x = g.op("Gather", &[&embedding_weight, &tokens_t], vec![attr_int("axis", 0)]); // [seq, batch, E]
+                                                                   // The [vocab, E] table and x [seq, batch, E].
+    let (embedding_weight, mut x) = layers::embedding(&mut g, "embedding", &w.embedding, &tokens_t)?;
     let (mut hs, mut cs) = (Vec::new(), Vec::new());
     for (l, layer) in w.lstm.iter().enumerate() {
         let h0 = layers::slice(&mut g, io::H0, 0, l as i64, l as i64 + 1)?; // [1, batch, H]

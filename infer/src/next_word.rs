@@ -323,10 +323,12 @@ impl NextWordModel {
         if ids.len() < 2 {
             return Err(Error::Input("the text has nothing to predict: give at least two words".into()));
         }
-        const CHUNK: usize = 256;
+        // Without logits_all (logits, hn, cn only), the last position's logits are the only
+        // ones: a token at a time.
+        let chunk = if self.plan.model().outputs.len() > 3 { 256 } else { 1 };
         let (mut total, mut state, mut at) = (0f64, None, 0);
         while at + 1 < ids.len() {
-            let len = CHUNK.min(ids.len() - 1 - at);
+            let len = chunk.min(ids.len() - 1 - at);
             let out = self.run(row(&ids[at..at + len]).view(), state.as_ref())?;
             let targets = &ids[at + 1..at + 1 + len];
             match &out.logits_all {
@@ -334,17 +336,11 @@ impl NextWordModel {
                     for (j, &t) in targets.iter().enumerate() {
                         total += nll(all.slice(crate::ndarray::s![0, j, ..]).iter().copied(), t as usize);
                     }
-                    at += len;
-                    state = out.state;
                 }
-                None => {
-                    // One token at a time: the last position's logits are the only ones.
-                    let out = self.run(row(&ids[at..at + 1]).view(), state.as_ref())?;
-                    total += nll(out.logits.iter().copied(), ids[at + 1] as usize);
-                    at += 1;
-                    state = out.state;
-                }
+                None => total += nll(out.logits.iter().copied(), targets[0] as usize),
             }
+            at += len;
+            state = out.state;
         }
         let predictions = ids.len() - 1;
         let eos = self.eos().map(|e| e as i64);

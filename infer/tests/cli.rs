@@ -421,3 +421,18 @@ fn files_beyond_the_size_limit_are_refused_without_reading_them_whole() {
     fails(&["predict", seed.to_str().unwrap(), "i", "--max-nodes", "3"], "more than 3 graph nodes");
     fails(&["sample", &coin(), "--max-model-mb", "0"], "more than 0 bytes");
 }
+
+#[test]
+fn files_without_logits_all_are_scored_a_word_at_a_time() {
+    // The shipped seed model predates logits_all; from a zero state, its first two predictions
+    // are what `predict` gives for "i" and "i like".
+    let m = kiln_infer::NextWordModel::load(seed_model(), &Default::default()).unwrap();
+    let p = |prompt: &str, word: &str| {
+        let top = m.predict(prompt, 9).unwrap().top;
+        top.iter().find(|w| w.word == word).unwrap().probability as f64
+    };
+    let want = -(p("i", "like").ln() + p("i like", "dog").ln()) / 2.0;
+    let s = m.score("i like dog").unwrap();
+    assert_eq!((s.predictions, s.line_ends), (2, 0));
+    assert!((s.cross_entropy - want).abs() < 1e-5, "{} vs {want}", s.cross_entropy);
+}
