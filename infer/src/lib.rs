@@ -28,6 +28,7 @@ pub mod contract;
 mod error;
 pub mod foreign;
 pub mod fsx;
+mod fuse;
 pub mod generator;
 pub mod next_word;
 pub mod noise;

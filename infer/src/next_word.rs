@@ -7,7 +7,6 @@
 //! - a plain one-hot model without metadata ([`crate::foreign`]), given its vocabulary.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::ndarray::{Array2, Array3, ArrayView2};
 use rand::SeedableRng;
@@ -16,7 +15,7 @@ use serde::Serialize;
 use tract_onnx::prelude::*;
 
 use crate::contract::{NextWordMeta, EOS};
-use crate::error::{run_err, Error, Result};
+use crate::error::{Error, Result};
 use crate::read::{self, LoadOptions, ModelFile};
 use crate::sampling::{softmax, top_k, Sampling};
 use crate::text::{self, Vocab};
@@ -129,7 +128,7 @@ pub struct Generation {
 /// A loaded next-word model.
 #[derive(Debug, Clone)]
 pub struct NextWordModel {
-    plan: Arc<TypedRunnableModel>,
+    plan: read::Runner,
     meta: NextWordMeta,
     vocab: Vocab,
     interface: Interface,
@@ -172,7 +171,7 @@ impl NextWordModel {
                 check.axis(false, input, 2, hidden, crate::contract::key::HIDDEN, "a state")?;
             }
         }
-        let plan = ModelFile::plan(&name, typed)?;
+        let plan = read::Runner::new(&name, typed)?;
         let vocab = Vocab::new(meta.vocab.clone());
         Ok(NextWordModel { plan, meta, vocab, interface })
     }
@@ -216,7 +215,7 @@ impl NextWordModel {
                 }
                 let inputs =
                     tvec!(read::input(tokens), read::input(state.h.view()), read::input(state.c.view()));
-                let out = self.plan.run(inputs).map_err(run_err)?;
+                let out = self.plan.run(inputs)?;
                 let logits = read::array(&out[0])?;
                 read::finite(&logits, "logits")?;
                 Ok(StepOutput {
@@ -241,7 +240,7 @@ impl NextWordModel {
                     for (t, &id) in row.iter().enumerate() {
                         x[(0, t, id as usize)] = 1.0;
                     }
-                    let out = self.plan.run(tvec!(read::input(x.view()))).map_err(run_err)?;
+                    let out = self.plan.run(tvec!(read::input(x.view())))?;
                     let l: Array2<f32> = read::array(&out[0])?;
                     out_row.assign(&l.row(0));
                 }

@@ -232,8 +232,14 @@ fn interpolate_runs_from_one_seeds_noise_to_the_others() {
     assert_eq!(rows.len(), 6);
     let first = stdout_of(&["sample", points, "-n", "1", "--seed", "1"]);
     let last = stdout_of(&["sample", points, "-n", "1", "--seed", "2"]);
-    assert_eq!(rows[1], first.lines().nth(1).unwrap());
-    assert_eq!(rows[5], last.lines().nth(1).unwrap());
+    // The same noise in a batch of 5 and a batch of 1: tract runs each batch size with a plan of
+    // its own, whose sums may round differently in the last bit.
+    let values = |line: &str| -> Vec<f32> { line.split(',').map(|v| v.parse().unwrap()).collect() };
+    for (row, sample) in [(&rows[1], &first), (&rows[5], &last)] {
+        let (a, b) = (values(row), values(sample.lines().nth(1).unwrap()));
+        let diff = kiln_infer::numeric::max_abs_diff(&a, &b);
+        assert!(diff <= 1e-6, "{row} vs {sample}: {diff}");
+    }
     let images = fixture("tiny-image-generator.onnx");
     let png = dir.path().join("strip.png");
     kiln()

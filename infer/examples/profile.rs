@@ -1,0 +1,71 @@
+//! Time per node of a model's optimised plan, the slowest first: where a graph spends its time.
+//!
+//!     cargo run --release -p kiln-infer --example profile -- MODEL.onnx [BATCH] [ITERS]
+//!
+//! Feeds zeros of the model's input shapes (the batch axis set to BATCH, 1 by default; int64
+//! inputs get token 0) and sums each node's time over ITERS runs (100 by default).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::plan::{eval, SimpleState};
+use tract_onnx::tract_hir::infer::Factoid;
+
+fn main() -> TractResult<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let path = args.get(1).ok_or_else(|| anyhow::anyhow!("usage: profile MODEL.onnx [BATCH] [ITERS]"))?;
+    let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(1);
+    let iters: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(100);
+    let t0 = Instant::now();
+    let mut model = tract_onnx::onnx().model_for_path(path)?;
+    let parsed = t0.elapsed();
+    let mut inputs = TVec::new();
+    for i in 0..model.inputs.len() {
+        let fact = model.input_fact(i)?.clone();
+        let dt = fact.datum_type().unwrap_or(f32::datum_type());
+        let dims: Vec<usize> = fact
+            .shape
+            .dims()
+            .map(|d| d.concretize().and_then(|d| d.to_i64().ok().map(|v| v as usize)).unwrap_or(batch))
+            .collect();
+        model.set_input_fact(i, InferenceFact::dt_shape(dt, &dims))?;
+        inputs.push(Tensor::zero_dt(dt, &dims)?.into_tvalue());
+    }
+    let t1 = Instant::now();
+    let typed = model.into_typed()?;
+    let t2 = Instant::now();
+    let plan = typed.into_optimized()?.into_runnable()?;
+    println!(
+        "load: read and parse {:.2} ms, typed {:.2} ms, optimised {:.2} ms",
+        parsed.as_secs_f64() * 1e3,
+        (t2 - t1).as_secs_f64() * 1e3,
+        t2.elapsed().as_secs_f64() * 1e3
+    );
+    let mut state = SimpleState::new(&plan)?;
+    let mut times: HashMap<usize, f64> = HashMap::new();
+    let start = Instant::now();
+    for _ in 0..iters {
+        state.run_plan_with_eval(inputs.clone(), |ctx, op_state, node, input| {
+            let t = Instant::now();
+            let out = eval(ctx, op_state, node, input);
+            *times.entry(node.id).or_default() += t.elapsed().as_secs_f64();
+            out
+        })?;
+    }
+    let total = start.elapsed().as_secs_f64();
+    let mut rows: Vec<(usize, f64)> = times.into_iter().collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("{path}, batch {batch}: {:.3} ms per run", total * 1e3 / iters as f64);
+    for (id, t) in rows {
+        let node = plan.model().node(id);
+        println!(
+            "{:>9.3} ms {:>5.1}%  {} {}",
+            t * 1e3 / iters as f64,
+            100.0 * t / total,
+            node.op().name(),
+            node.name
+        );
+    }
+    Ok(())
+}
