@@ -204,7 +204,7 @@ fn floats(t: &TensorProto) -> Option<Floats> {
     } else {
         t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
     };
-    (data.len() == len && (t.raw_data.len() % 4 == 0)).then_some(Floats { dims, data })
+    (data.len() == len && t.raw_data.len().is_multiple_of(4)).then_some(Floats { dims, data })
 }
 
 #[cfg(test)]
