@@ -1,9 +1,10 @@
 //! Time per node of a model's optimised plan, the slowest first: where a graph spends its time.
 //!
-//!     cargo run --release -p kiln-infer --example profile -- MODEL.onnx [BATCH] [ITERS]
+//!     cargo run --release -p kiln-infer --example profile -- MODEL.onnx [BATCH] [ITERS] [SEQ]
 //!
-//! Feeds zeros of the model's input shapes (the batch axis set to BATCH, 1 by default; int64
-//! inputs get token 0) and sums each node's time over ITERS runs (100 by default).
+//! Feeds zeros of the model's input shapes (the batch axis set to BATCH, 1 by default; the
+//! second axis of an int64 input, a window of token ids, set to SEQ, 1 by default) and sums
+//! each node's time over ITERS runs (100 by default) of a plan made for those shapes.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -17,6 +18,7 @@ fn main() -> TractResult<()> {
     let path = args.get(1).ok_or_else(|| anyhow::anyhow!("usage: profile MODEL.onnx [BATCH] [ITERS]"))?;
     let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(1);
     let iters: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(100);
+    let seq: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(1);
     let t0 = Instant::now();
     let mut model = tract_onnx::onnx().model_for_path(path)?;
     let parsed = t0.elapsed();
@@ -27,7 +29,11 @@ fn main() -> TractResult<()> {
         let dims: Vec<usize> = fact
             .shape
             .dims()
-            .map(|d| d.concretize().and_then(|d| d.to_i64().ok().map(|v| v as usize)).unwrap_or(batch))
+            .enumerate()
+            .map(|(axis, d)| {
+                let free = if axis == 1 && dt == i64::datum_type() { seq } else { batch };
+                d.concretize().and_then(|d| d.to_i64().ok().map(|v| v as usize)).unwrap_or(free)
+            })
             .collect();
         model.set_input_fact(i, InferenceFact::dt_shape(dt, &dims))?;
         inputs.push(Tensor::zero_dt(dt, &dims)?.into_tvalue());

@@ -49,6 +49,12 @@ fn fold_batch_norms(graph: &mut GraphProto) -> usize {
         i += 1;
         !removed.contains(&(i - 1))
     });
+    if !removed.is_empty() {
+        // The unfolded weights and statistics, unless something else reads them: tract would
+        // convert them for nothing.
+        let used: HashSet<String> = graph.node.iter().flat_map(|n| n.input.iter().cloned()).collect();
+        graph.initializer.retain(|t| used.contains(&t.name));
+    }
     removed.len()
 }
 

@@ -39,6 +39,7 @@ impl GeneratorModel {
         let ModelFile { name, graph, props } = file;
         let meta = GeneratorMeta::from_props(&props)
             .map_err(|source| Error::Contract { path: name.clone(), source })?;
+        let source = graph.clone();
         let typed = ModelFile::typed(&name, graph)?;
         // z in; samples [batch, …output_shape] out.
         let check = read::Checker { name: &name, graph: &typed };
@@ -55,7 +56,7 @@ impl GeneratorModel {
                 graph: format!("samples of shape {shape:?}"),
             });
         }
-        let plan = read::Runner::new(&name, typed)?;
+        let plan = read::Runner::new(&name, source, typed, true)?;
         Ok(GeneratorModel { plan, meta })
     }
 

@@ -252,45 +252,47 @@ pub(crate) fn input<T: Datum + Clone, D: tract_ndarray::Dimension>(
     a.to_owned().into_dyn().into_tensor().into()
 }
 
-/// A model's plans and the run states they have made, kept for the next call.
+/// A model's plans.
 ///
-/// - A plan per concrete input shape: tract optimises a graph whose batch is a known number
-///   better than one whose batch is a symbol (the fashion generator runs 1.9× faster at batch 1
-///   and 1.2× at batch 64). The first call at a new shape optimises the graph for it (about as
-///   long as loading took); later calls at that shape reuse it. Up to [`Runner::SHAPES`] shapes
-///   are kept; others run on the plan made at load, which takes any batch.
-/// - A run state holds tract's per-node scratch buffers, so a model queried many times allocates
-///   them once per concurrent caller instead of once per call.
+/// - A plan per concrete input shape, where asked for: tract optimises a graph whose batch is a
+///   known number better than one whose batch is a symbol (the fashion generator runs 2.3×
+///   faster at batch 1 and 1.2× at batch 64). Next-word models do not ask: tract's plan for the
+///   tied Shakespeare LSTM at a concrete shape packs its 8000-word head's weight on every call
+///   (1.3× slower than the plan for any shape). The first call at a new shape optimises the
+///   graph for it (about as long as loading took); later calls at that shape reuse it. Up to
+///   [`Runner::SHAPES`] shapes are kept; others run on the plan made at load, which takes any
+///   batch.
 ///
-/// Clones share the graph and the plan made at load, not the rest.
+/// Clones share the graph and the plan made at load, not the per-shape plans.
 pub(crate) struct Runner {
-    typed: std::sync::Arc<TypedModel>,
+    /// The graph before typing, from which a plan for concrete input shapes is made (made from
+    /// the typed graph with its symbols set, tract's plan for the tied Shakespeare LSTM repacked
+    /// its head's weight on every call).
+    source: std::sync::Arc<InferenceModel>,
     any: Plan,
-    concrete: std::sync::Mutex<Vec<(Vec<i64>, std::sync::Arc<Plan>)>>,
+    concrete: std::sync::Mutex<Vec<(Shapes, std::sync::Arc<Plan>)>>,
+    /// Whether calls get plans for their concrete shapes: asked for, and some input dimension is
+    /// a symbol (else the plan made at load is concrete already).
+    per_shape_plans: bool,
 }
 
-/// A plan and its idle run states.
+/// The shapes of a call's inputs.
+type Shapes = Vec<Vec<usize>>;
+
+/// An optimised plan; each call runs in a fresh tract state. (A state is not reused: tract keeps
+/// per-session values in it, such as a recurrent op's, and a seed LSTM whose states were reused
+/// gave other answers.)
 struct Plan {
     plan: std::sync::Arc<TypedRunnableModel>,
-    states: std::sync::Mutex<Vec<TypedSimpleState>>,
 }
 
 impl Plan {
     fn new(plan: std::sync::Arc<TypedRunnableModel>) -> Self {
-        Plan { plan, states: Default::default() }
+        Plan { plan }
     }
 
     fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
-        let idle = self.states.lock().ok().and_then(|mut s| s.pop());
-        let mut state = match idle {
-            Some(s) => s,
-            None => TypedSimpleState::new(&self.plan).map_err(run_err)?,
-        };
-        let out = state.run(inputs).map_err(run_err)?;
-        if let Ok(mut states) = self.states.lock() {
-            states.push(state);
-        }
-        Ok(out)
+        self.plan.run(inputs).map_err(run_err)
     }
 }
 
@@ -298,10 +300,17 @@ impl Runner {
     /// Concrete shapes whose plans are kept.
     pub const SHAPES: usize = 4;
 
-    /// Optimises `typed` (named `name` in messages) for any batch.
-    pub fn new(name: &str, typed: TypedModel) -> Result<Self> {
-        let any = Plan::new(ModelFile::plan(name, typed.clone())?);
-        Ok(Runner { typed: std::sync::Arc::new(typed), any, concrete: Default::default() })
+    /// Optimises `typed`, the typed graph of `source` (named `name` in messages), for any batch;
+    /// with `per_shape`, calls also get plans for their concrete input shapes.
+    pub fn new(name: &str, source: InferenceModel, typed: TypedModel, per_shape: bool) -> Result<Self> {
+        let per_shape_plans = per_shape
+            && typed
+                .inputs
+                .iter()
+                .any(|&o| typed.outlet_fact(o).is_ok_and(|f| f.shape.iter().any(|d| d.as_i64().is_none())));
+        let any = Plan::new(ModelFile::plan(name, typed)?);
+        let source = std::sync::Arc::new(source);
+        Ok(Runner { source, any, concrete: std::sync::Mutex::new(Vec::new()), per_shape_plans })
     }
 
     pub fn model(&self) -> &TypedModel {
@@ -319,22 +328,10 @@ impl Runner {
     /// The plan for the shapes of `inputs`, made if there is room; `None` when the graph has no
     /// symbolic input dimension or the cache is full.
     fn plan_for(&self, inputs: &[TValue]) -> Option<std::sync::Arc<Plan>> {
-        let mut symbols = std::collections::HashMap::new();
-        for (i, value) in inputs.iter().enumerate() {
-            let fact = self.typed.input_fact(i).ok()?;
-            for (dim, &n) in fact.shape.iter().zip(value.shape()) {
-                if let TDim::Sym(s) = dim {
-                    symbols.insert(s.clone(), TDim::Val(n as i64));
-                }
-            }
-        }
-        if symbols.is_empty() {
+        if !self.per_shape_plans {
             return None;
         }
-        let mut key: Vec<(String, i64)> =
-            symbols.iter().map(|(s, v)| (s.to_string(), v.as_i64().unwrap_or(-1))).collect();
-        key.sort();
-        let key: Vec<i64> = key.into_iter().map(|(_, v)| v).collect();
+        let key: Shapes = inputs.iter().map(|v| v.shape().to_vec()).collect();
         let mut cache = self.concrete.lock().ok()?;
         if let Some((_, plan)) = cache.iter().find(|(k, _)| *k == key) {
             return Some(plan.clone());
@@ -342,12 +339,11 @@ impl Runner {
         if cache.len() >= Self::SHAPES {
             return None;
         }
-        let plan = self
-            .typed
-            .set_symbols(&symbols)
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .ok()?;
+        let mut model = (*self.source).clone();
+        for (i, v) in inputs.iter().enumerate() {
+            model.set_input_fact(i, InferenceFact::dt_shape(v.datum_type(), v.shape())).ok()?;
+        }
+        let plan = model.into_optimized().and_then(|m| m.into_runnable()).ok()?;
         let plan = std::sync::Arc::new(Plan::new(plan));
         cache.push((key, plan.clone()));
         Some(plan)
@@ -357,9 +353,10 @@ impl Runner {
 impl Clone for Runner {
     fn clone(&self) -> Self {
         Runner {
-            typed: self.typed.clone(),
+            source: self.source.clone(),
             any: Plan::new(self.any.plan.clone()),
             concrete: Default::default(),
+            per_shape_plans: self.per_shape_plans,
         }
     }
 }
