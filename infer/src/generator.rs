@@ -11,7 +11,8 @@ use crate::noise;
 use crate::read::{self, LoadOptions, ModelFile};
 use crate::samples::Samples;
 
-/// A loaded generator, optimised once for any batch size.
+/// A loaded generator, optimised at load for any batch size and at first use for each batch
+/// size it is called with (up to four).
 #[derive(Debug, Clone)]
 pub struct GeneratorModel {
     plan: read::Runner,
@@ -56,7 +57,7 @@ impl GeneratorModel {
                 graph: format!("samples of shape {shape:?}"),
             });
         }
-        let plan = read::Runner::new(&name, source, typed, true)?;
+        let plan = read::Runner::new(&name, typed, Some(source))?;
         Ok(GeneratorModel { plan, meta })
     }
 

@@ -158,7 +158,6 @@ impl NextWordModel {
         } else {
             crate::foreign::one_hot(graph, &name, options)?
         };
-        let source = graph.clone();
         let typed = ModelFile::typed(&name, graph)?;
         if let Interface::TokenIds { layers, hidden } = interface {
             // tokens, h0, c0 in; logits, hn, cn (and logits_all) out.
@@ -172,7 +171,7 @@ impl NextWordModel {
                 check.axis(false, input, 2, hidden, crate::contract::key::HIDDEN, "a state")?;
             }
         }
-        let plan = read::Runner::new(&name, source, typed, false)?;
+        let plan = read::Runner::new(&name, typed, None)?;
         let vocab = Vocab::new(meta.vocab.clone());
         Ok(NextWordModel { plan, meta, vocab, interface })
     }

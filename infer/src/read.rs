@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use tract_onnx::prelude::*;
 
@@ -98,7 +99,7 @@ impl ModelFile {
     }
 
     /// tract's optimised, runnable plan of a typed graph.
-    pub fn plan(name: &str, typed: TypedModel) -> Result<std::sync::Arc<TypedRunnableModel>> {
+    pub fn plan(name: &str, typed: TypedModel) -> Result<Arc<TypedRunnableModel>> {
         typed
             .into_optimized()
             .and_then(|m| m.into_runnable())
@@ -254,83 +255,60 @@ pub(crate) fn input<T: Datum + Clone, D: tract_ndarray::Dimension>(
 
 /// A model's plans.
 ///
-/// - A plan per concrete input shape, where asked for: tract optimises a graph whose batch is a
+/// - The plan made at load, for any batch.
+/// - Where asked for, a plan per concrete input shape: tract optimises a graph whose batch is a
 ///   known number better than one whose batch is a symbol (the fashion generator runs 2.3×
 ///   faster at batch 1 and 1.2× at batch 64). Next-word models do not ask: tract's plan for the
 ///   tied Shakespeare LSTM at a concrete shape packs its 8000-word head's weight on every call
 ///   (1.3× slower than the plan for any shape). The first call at a new shape optimises the
 ///   graph for it (about as long as loading took); later calls at that shape reuse it. Up to
-///   [`Runner::SHAPES`] shapes are kept; others run on the plan made at load, which takes any
-///   batch.
+///   [`Runner::SHAPES`] shapes are kept; others run on the plan for any batch.
 ///
-/// Clones share the graph and the plan made at load, not the per-shape plans.
+/// Each call runs in a fresh tract state: tract keeps per-session values in a state (a recurrent
+/// op's, for one), and a seed LSTM whose states were reused between calls gave other answers.
+/// Clones share the graphs and the plan for any batch, not the per-shape plans.
 pub(crate) struct Runner {
-    /// The graph before typing, from which a plan for concrete input shapes is made (made from
-    /// the typed graph with its symbols set, tract's plan for the tied Shakespeare LSTM repacked
-    /// its head's weight on every call).
-    source: std::sync::Arc<InferenceModel>,
-    any: Plan,
-    concrete: std::sync::Mutex<Vec<(Shapes, std::sync::Arc<Plan>)>>,
-    /// Whether calls get plans for their concrete shapes: asked for, and some input dimension is
-    /// a symbol (else the plan made at load is concrete already).
-    per_shape_plans: bool,
+    any: Arc<TypedRunnableModel>,
+    /// The graph before typing, from which per-shape plans are made (setting the symbols of the
+    /// typed graph instead gave the Shakespeare LSTM's slow plan); `None` when there are none to
+    /// make.
+    source: Option<Arc<InferenceModel>>,
+    concrete: Mutex<Vec<(Shapes, Arc<TypedRunnableModel>)>>,
 }
 
 /// The shapes of a call's inputs.
 type Shapes = Vec<Vec<usize>>;
 
-/// An optimised plan; each call runs in a fresh tract state. (A state is not reused: tract keeps
-/// per-session values in it, such as a recurrent op's, and a seed LSTM whose states were reused
-/// gave other answers.)
-struct Plan {
-    plan: std::sync::Arc<TypedRunnableModel>,
-}
-
-impl Plan {
-    fn new(plan: std::sync::Arc<TypedRunnableModel>) -> Self {
-        Plan { plan }
-    }
-
-    fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
-        self.plan.run(inputs).map_err(run_err)
-    }
-}
-
 impl Runner {
     /// Concrete shapes whose plans are kept.
     pub const SHAPES: usize = 4;
 
-    /// Optimises `typed`, the typed graph of `source` (named `name` in messages), for any batch;
-    /// with `per_shape`, calls also get plans for their concrete input shapes.
-    pub fn new(name: &str, source: InferenceModel, typed: TypedModel, per_shape: bool) -> Result<Self> {
-        let per_shape_plans = per_shape
-            && typed
-                .inputs
-                .iter()
-                .any(|&o| typed.outlet_fact(o).is_ok_and(|f| f.shape.iter().any(|d| d.as_i64().is_none())));
-        let any = Plan::new(ModelFile::plan(name, typed)?);
-        let source = std::sync::Arc::new(source);
-        Ok(Runner { source, any, concrete: std::sync::Mutex::new(Vec::new()), per_shape_plans })
+    /// Optimises `typed` (named `name` in messages) for any batch. Given `per_shape`, the graph
+    /// `typed` was made from, calls also get plans for their concrete input shapes (when some
+    /// input dimension is a symbol).
+    pub fn new(name: &str, typed: TypedModel, per_shape: Option<InferenceModel>) -> Result<Self> {
+        let symbolic = typed
+            .inputs
+            .iter()
+            .any(|&o| typed.outlet_fact(o).is_ok_and(|f| f.shape.iter().any(|d| d.as_i64().is_none())));
+        let source = per_shape.filter(|_| symbolic).map(Arc::new);
+        Ok(Runner { any: ModelFile::plan(name, typed)?, source, concrete: Mutex::new(Vec::new()) })
     }
 
     pub fn model(&self) -> &TypedModel {
-        self.any.plan.model()
+        self.any.model()
     }
 
     /// Runs the graph on `inputs`, with the plan for their shapes.
     pub fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
-        match self.plan_for(&inputs) {
-            Some(plan) => plan.run(inputs),
-            None => self.any.run(inputs),
-        }
+        let plan = self.plan_for(&inputs).unwrap_or_else(|| self.any.clone());
+        plan.run(inputs).map_err(run_err)
     }
 
-    /// The plan for the shapes of `inputs`, made if there is room; `None` when the graph has no
-    /// symbolic input dimension or the cache is full.
-    fn plan_for(&self, inputs: &[TValue]) -> Option<std::sync::Arc<Plan>> {
-        if !self.per_shape_plans {
-            return None;
-        }
+    /// The plan for the shapes of `inputs`, made if there is room; `None` when there are no
+    /// per-shape plans or the cache is full.
+    fn plan_for(&self, inputs: &[TValue]) -> Option<Arc<TypedRunnableModel>> {
+        let source = self.source.as_ref()?;
         let key: Shapes = inputs.iter().map(|v| v.shape().to_vec()).collect();
         let mut cache = self.concrete.lock().ok()?;
         if let Some((_, plan)) = cache.iter().find(|(k, _)| *k == key) {
@@ -339,12 +317,11 @@ impl Runner {
         if cache.len() >= Self::SHAPES {
             return None;
         }
-        let mut model = (*self.source).clone();
+        let mut model = (**source).clone();
         for (i, v) in inputs.iter().enumerate() {
             model.set_input_fact(i, InferenceFact::dt_shape(v.datum_type(), v.shape())).ok()?;
         }
         let plan = model.into_optimized().and_then(|m| m.into_runnable()).ok()?;
-        let plan = std::sync::Arc::new(Plan::new(plan));
         cache.push((key, plan.clone()));
         Some(plan)
     }
@@ -352,12 +329,7 @@ impl Runner {
 
 impl Clone for Runner {
     fn clone(&self) -> Self {
-        Runner {
-            source: self.source.clone(),
-            any: Plan::new(self.any.plan.clone()),
-            concrete: Default::default(),
-            per_shape_plans: self.per_shape_plans,
-        }
+        Runner { any: self.any.clone(), source: self.source.clone(), concrete: Mutex::new(Vec::new()) }
     }
 }
 
