@@ -68,6 +68,33 @@ impl Examples {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// What `--batch-size` (`None`: unset) means for these examples: windows per minibatch (all
+    /// by default), or parallel streams (1 by default).
+    fn batch(&self, batch_size: Option<usize>) -> usize {
+        match self {
+            Examples::Windows(w) => batch_size.unwrap_or(w.len()).clamp(1, w.len().max(1)),
+            Examples::Stream(_) => batch_size.unwrap_or(1).max(1),
+        }
+    }
+
+    /// Optimiser steps in an epoch of `batch` ([`Examples::batch`]), in BPTT windows of `bptt`
+    /// (streams).
+    fn steps(&self, batch: usize, bptt: usize) -> usize {
+        match self {
+            Examples::Windows(w) => w.len().div_ceil(batch),
+            Examples::Stream(s) => (s.len() / batch).saturating_sub(1).div_ceil(bptt),
+        }
+    }
+
+    /// Predictions trained on in an epoch: every window, or every stream position but the last
+    /// of each of `batch` rows (the tail that does not fill a row is left out).
+    fn trained(&self, batch: usize) -> usize {
+        match self {
+            Examples::Windows(w) => w.len(),
+            Examples::Stream(s) => batch * (s.len() / batch).saturating_sub(1),
+        }
+    }
 }
 
 /// The data of one run.
@@ -142,17 +169,18 @@ pub fn prepare_data(train: &TrainConfig, context: usize, vocab: Option<Vocab>) -
         let (train_ids, _) = corpus::stream(&train_lines, &vocab);
         let (valid_ids, valid_unknown) =
             if valid_lines.is_empty() { (Vec::new(), 0) } else { corpus::stream(&valid_lines, &vocab) };
-        let streams = train.batch_size.unwrap_or(1).max(1);
-        if train_ids.len() < 2 * streams {
+        let words = train_ids.len();
+        let train_examples = Examples::Stream(train_ids);
+        let streams = train_examples.batch(train.batch_size);
+        if words < 2 * streams {
             bail!(
-                "the training text has {} words and line ends, too few for {streams} parallel streams: \
-                 lower --batch-size",
-                train_ids.len()
+                "the training text has {words} words and line ends, too few for {streams} parallel streams: \
+                 lower --batch-size"
             );
         }
         return Ok(LmData {
             vocab,
-            train: Examples::Stream(train_ids),
+            train: train_examples,
             valid: Examples::Stream(valid_ids),
             valid_unknown,
         });
@@ -307,11 +335,8 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Saved>) -
         }
     };
 
-    let streams = run.train.batch_size.unwrap_or(1).max(1);
-    let steps_per_epoch = match &data.train {
-        Examples::Windows(w) => w.len().div_ceil(run.train.batch_size.unwrap_or(w.len()).clamp(1, w.len())),
-        Examples::Stream(s) => (s.len() / streams - 1).div_ceil(cfg.context as usize),
-    };
+    let batch = data.train.batch(run.train.batch_size);
+    let steps_per_epoch = data.train.steps(batch, cfg.context as usize);
     let total_steps = run.train.epochs * steps_per_epoch;
     let bar = Progress::new((run.train.epochs - start) * steps_per_epoch, run.log);
     bar.println(match &data.train {
@@ -324,7 +349,7 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Saved>) -
             device
         ),
         Examples::Stream(s) => format!(
-            "training on {} words and line ends in {streams} streams, {} held out ({:.2}% read as <unk>), \
+            "training on {} words and line ends in {batch} streams, {} held out ({:.2}% read as <unk>), \
              vocabulary {}, {} step(s) of {} per epoch, {:?}",
             s.len(),
             data.valid.len(),
@@ -343,13 +368,11 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Saved>) -
             |step: usize| run.train.schedule.lr(run.train.lr, epoch * steps_per_epoch + step, total_steps);
         let epoch_run = EpochRun { model: &model, adam: &mut adam, clip: run.train.clip, bar: &bar, epoch };
         let t_train = Instant::now();
-        let (loss_sum, n) = match &data.train {
-            Examples::Windows(w) => (epoch_run.windows(w, run, &mut step_lr)?, w.len()),
-            Examples::Stream(s) => {
-                let loss = epoch_run.stream(s, streams, cfg.context as usize, device, &mut step_lr)?;
-                (loss, streams * (s.len() / streams - 1))
-            }
+        let loss_sum = match &data.train {
+            Examples::Windows(w) => epoch_run.windows(w, batch, run, &mut step_lr)?,
+            Examples::Stream(s) => epoch_run.stream(s, batch, cfg.context as usize, device, &mut step_lr)?,
         };
+        let n = data.train.trained(batch);
         let words_per_second = n as f64 / t_train.elapsed().as_secs_f64();
         let stats = EpochStats {
             epoch: epoch + 1,
@@ -469,11 +492,16 @@ impl EpochRun<'_> {
     }
 
     /// Shuffled minibatches of windows, each read from a zero state.
-    fn windows(mut self, w: &Windows, run: &LmRun, lr: &mut impl FnMut(usize) -> f64) -> anyhow::Result<f64> {
+    fn windows(
+        mut self,
+        w: &Windows,
+        batch: usize,
+        run: &LmRun,
+        lr: &mut impl FnMut(usize) -> f64,
+    ) -> anyhow::Result<f64> {
         let device = run.device;
         let (x, y) = windows_tensors(w, device);
         let n = w.len();
-        let batch = run.train.batch_size.unwrap_or(n).clamp(1, n);
         let mut order: Vec<i64> = (0..n as i64).collect();
         if batch < n {
             let mut rng = ChaCha8Rng::seed_from_u64(run.train.seed);
