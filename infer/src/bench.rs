@@ -85,6 +85,7 @@ pub fn bench(path: impl AsRef<Path>, options: &BenchOptions) -> Result<BenchRepo
     let load = start.elapsed();
     let (kind, call, unit, mut times) = match model {
         Model::Generator(g) => {
+            g.check_batch(batch)?;
             let latent = g.meta().latent;
             let z = Array2::from_shape_vec((batch, latent), crate::noise::normal(0, batch * latent))
                 .map_err(run_err)?;
@@ -98,6 +99,7 @@ pub fn bench(path: impl AsRef<Path>, options: &BenchOptions) -> Result<BenchRepo
         }
         Model::NextWord(m) => {
             let seq = m.meta().context.max(1);
+            m.check_batch(batch, seq)?;
             let vocab = m.vocab().len() as i64;
             let mut rng = ChaCha8Rng::seed_from_u64(0);
             let tokens = Array2::from_shape_simple_fn((batch, seq), || rng.random_range(0..vocab));

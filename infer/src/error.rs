@@ -40,6 +40,12 @@ pub enum Error {
     },
     #[error("{path} has more than {limit} {what}, the most a model may have unless the limit is raised")]
     TooLarge { path: String, what: &'static str, limit: usize },
+    /// A call whose values would not fit [`Limits::max_call_bytes`](crate::Limits).
+    #[error(
+        "this call would hold up to {need_mb} MB of values, more than the {limit_mb} MB a call may \
+         use unless the limit is raised: use a smaller batch"
+    )]
+    CallTooLarge { need_mb: u64, limit_mb: u64 },
     #[error("{path}: metadata `{key}` says {file}, but the graph has {graph}")]
     Disagrees { path: String, key: &'static str, file: String, graph: String },
     #[error(

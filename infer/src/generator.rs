@@ -37,7 +37,7 @@ impl GeneratorModel {
     }
 
     pub(crate) fn from_file(file: ModelFile) -> Result<Self> {
-        let ModelFile { name, graph, props } = file;
+        let ModelFile { name, graph, props, limits } = file;
         let meta = GeneratorMeta::from_props(&props)
             .map_err(|source| Error::Contract { path: name.clone(), source })?;
         let source = graph.clone();
@@ -57,12 +57,18 @@ impl GeneratorModel {
                 graph: format!("samples of shape {shape:?}"),
             });
         }
-        let plan = read::Runner::new(&name, typed, Some(source))?;
+        let plan = read::Runner::new(&name, typed, Some(source), limits.max_call_bytes)?;
         Ok(GeneratorModel { plan, meta })
     }
 
     pub fn meta(&self) -> &GeneratorMeta {
         &self.meta
+    }
+
+    /// Checks that a call on `batch` noise vectors stays within
+    /// [`Limits::max_call_bytes`](crate::Limits), before anything is allocated for it.
+    pub fn check_batch(&self, batch: usize) -> Result<()> {
+        self.plan.check_call(&[&[batch, self.meta.latent]])
     }
 
     /// Values in one sample.

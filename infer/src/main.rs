@@ -1,7 +1,7 @@
 //! `kiln`: the inference command line. Everything it does, the `kiln_infer` library does.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -168,9 +168,23 @@ impl SampleArgs {
                     path.display()
                 );
             }
+            if self.out.as_deref().is_some_and(|out| same_file(out, path)) {
+                anyhow::bail!("--save-noise and -o name the same file: the noise would replace the samples");
+            }
         }
         Ok(())
     }
+}
+
+/// Whether `a` and `b` name the same file, existing or not (`x.csv` and `./x.csv` do).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let resolved = |p: &Path| {
+        p.canonicalize().ok().or_else(|| {
+            let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            Some(parent.canonicalize().ok()?.join(p.file_name()?))
+        })
+    };
+    a == b || matches!((resolved(a), resolved(b)), (Some(x), Some(y)) if x == y)
 }
 
 #[derive(clap::Args, Debug)]
@@ -198,6 +212,10 @@ struct LimitArgs {
     /// Refuse graphs of more nodes than this [default: 10000].
     #[arg(long, value_name = "N")]
     max_nodes: Option<usize>,
+    /// Refuse a call (a batch) whose values could take more than this many megabytes
+    /// [default: 1000].
+    #[arg(long, value_name = "MB")]
+    max_call_mb: Option<u64>,
 }
 
 impl LimitArgs {
@@ -206,6 +224,7 @@ impl LimitArgs {
         kiln_infer::Limits {
             max_bytes: self.max_model_mb.map_or(d.max_bytes, |mb| mb.saturating_mul(1_000_000)),
             max_nodes: self.max_nodes.unwrap_or(d.max_nodes),
+            max_call_bytes: self.max_call_mb.map_or(d.max_call_bytes, |mb| mb.saturating_mul(1_000_000)),
         }
     }
 
@@ -266,6 +285,7 @@ fn in_flags(err: anyhow::Error) -> anyhow::Error {
             };
             anyhow::anyhow!("{e} ({flag} raises it)")
         }
+        Error::CallTooLarge { .. } => anyhow::anyhow!("{e} (--max-call-mb raises it)"),
         _ => err,
     }
 }

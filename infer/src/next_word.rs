@@ -146,7 +146,7 @@ impl NextWordModel {
     }
 
     pub(crate) fn from_file(file: ModelFile, options: &LoadOptions) -> Result<Self> {
-        let ModelFile { name, graph, props } = file;
+        let ModelFile { name, graph, props, limits } = file;
         let (graph, meta, interface) = if props.contains_key(crate::contract::key::KIND) {
             if options.vocab.is_some() {
                 return Err(Error::VocabNotNeeded(name));
@@ -171,7 +171,7 @@ impl NextWordModel {
                 check.axis(false, input, 2, hidden, crate::contract::key::HIDDEN, "a state")?;
             }
         }
-        let plan = read::Runner::new(&name, typed, None)?;
+        let plan = read::Runner::new(&name, typed, None, limits.max_call_bytes)?;
         let vocab = Vocab::new(meta.vocab.clone());
         Ok(NextWordModel { plan, meta, vocab, interface })
     }
@@ -186,6 +186,19 @@ impl NextWordModel {
 
     pub fn interface(&self) -> Interface {
         self.interface
+    }
+
+    /// Checks that a call on `batch` windows of `seq` tokens stays within
+    /// [`Limits::max_call_bytes`](crate::Limits), before anything is allocated for it.
+    pub fn check_batch(&self, batch: usize, seq: usize) -> Result<()> {
+        match self.interface {
+            Interface::TokenIds { layers, hidden } => {
+                let state = [layers, batch, hidden];
+                self.plan.check_call(&[&[batch, seq], &state, &state])
+            }
+            // One window at a time, in a plan made for one.
+            Interface::OneHot { .. } => Ok(()),
+        }
     }
 
     /// One forward pass over `tokens` `[batch, seq]`, from `state`, or from zeros when `state`
@@ -376,6 +389,9 @@ impl NextWordModel {
     /// Like [`NextWordModel::generate`], one word at a time, as each is chosen.
     pub fn generate_iter(&self, prompt: &str, options: &GenerateOptions) -> Result<(Context, Words<'_>)> {
         options.sampling().check()?;
+        if options.words == 0 {
+            return Err(Error::argument("n", "must be at least 1"));
+        }
         let (context, ids) = self.context(prompt)?;
         let last = match self.interface {
             Interface::TokenIds { .. } => Some(self.run(row(&ids).view(), None)?),

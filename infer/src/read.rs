@@ -20,11 +20,16 @@ pub struct Limits {
     pub max_bytes: u64,
     /// Nodes in the graph (sub-graphs included).
     pub max_nodes: usize,
+    /// Bytes of the values a call's graph computes from its inputs (every intermediate, counted
+    /// as if all were alive at once: an upper bound), checked from the inputs' shapes before the
+    /// call allocates anything, so that a huge batch is one clear error instead of an aborted
+    /// allocation.
+    pub max_call_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_bytes: 100_000_000, max_nodes: 10_000 }
+        Limits { max_bytes: 100_000_000, max_nodes: 10_000, max_call_bytes: 1_000_000_000 }
     }
 }
 
@@ -44,6 +49,7 @@ pub(crate) struct ModelFile {
     pub graph: InferenceModel,
     /// `metadata_props`, without tract's `onnx.metadata_props.` prefix.
     pub props: BTreeMap<String, String>,
+    pub limits: Limits,
 }
 
 impl ModelFile {
@@ -84,7 +90,7 @@ impl ModelFile {
         crate::fuse::optimise(&mut proto);
         let graph = onnx.model_for_proto_model(&proto).map_err(bad)?;
         let props = metadata(&graph);
-        Ok(ModelFile { name, graph, props })
+        Ok(ModelFile { name, graph, props, limits })
     }
 
     /// Whether the file declares a `kiln.kind`.
@@ -269,6 +275,7 @@ pub(crate) fn input<T: Datum + Clone, D: tract_ndarray::Dimension>(
 /// Clones share the graphs and the plan for any batch, not the per-shape plans.
 pub(crate) struct Runner {
     any: Arc<TypedRunnableModel>,
+    size: CallSize,
     /// The graph before typing, from which per-shape plans are made (setting the symbols of the
     /// typed graph instead gave the Shakespeare LSTM's slow plan); `None` when there are none to
     /// make.
@@ -286,13 +293,22 @@ impl Runner {
     /// Optimises `typed` (named `name` in messages) for any batch. Given `per_shape`, the graph
     /// `typed` was made from, calls also get plans for their concrete input shapes (when some
     /// input dimension is a symbol).
-    pub fn new(name: &str, typed: TypedModel, per_shape: Option<InferenceModel>) -> Result<Self> {
-        let symbolic = typed
-            .inputs
-            .iter()
-            .any(|&o| typed.outlet_fact(o).is_ok_and(|f| f.shape.iter().any(|d| d.as_i64().is_none())));
+    /// `max_call_bytes` bounds each call ([`Limits::max_call_bytes`]).
+    pub fn new(
+        name: &str,
+        typed: TypedModel,
+        per_shape: Option<InferenceModel>,
+        max_call_bytes: u64,
+    ) -> Result<Self> {
+        let size = CallSize::new(&typed, max_call_bytes);
+        let symbolic = !size.symbols.is_empty();
         let source = per_shape.filter(|_| symbolic).map(Arc::new);
-        Ok(Runner { any: ModelFile::plan(name, typed)?, source, concrete: Mutex::new(Vec::new()) })
+        Ok(Runner { any: ModelFile::plan(name, typed)?, size, source, concrete: Mutex::new(Vec::new()) })
+    }
+
+    /// Checks that a call on inputs of `shapes` stays within the call limit.
+    pub fn check_call(&self, shapes: &[&[usize]]) -> Result<()> {
+        self.size.check(self.size.scale(|i| shapes.get(i).copied()))
     }
 
     pub fn model(&self) -> &TypedModel {
@@ -301,6 +317,7 @@ impl Runner {
 
     /// Runs the graph on `inputs`, with the plan for their shapes.
     pub fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
+        self.size.check(self.size.scale(|i| inputs.get(i).map(|v| v.shape())))?;
         let plan = self.plan_for(&inputs).unwrap_or_else(|| self.any.clone());
         plan.run(inputs).map_err(run_err)
     }
@@ -329,7 +346,75 @@ impl Runner {
 
 impl Clone for Runner {
     fn clone(&self) -> Self {
-        Runner { any: self.any.clone(), source: self.source.clone(), concrete: Mutex::new(Vec::new()) }
+        Runner {
+            any: self.any.clone(),
+            size: self.size.clone(),
+            source: self.source.clone(),
+            concrete: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// What a call holds, as a multiple of its inputs' symbolic dimensions.
+#[derive(Debug, Clone)]
+struct CallSize {
+    /// For each distinct symbol of the inputs' shapes (`batch`, `seq`), where it stands alone:
+    /// (input, axis).
+    symbols: Vec<(usize, usize)>,
+    /// Bytes of every value whose shape has a symbol, with every input symbol at 1. A value's
+    /// size grows at most as the product of the symbols (`[batch, seq, vocab]`, `[layers,
+    /// batch, hidden]`), so this times that product bounds a call.
+    unit: u64,
+    max: u64,
+}
+
+impl CallSize {
+    fn new(typed: &TypedModel, max: u64) -> Self {
+        let mut ones = SymbolValues::default();
+        let mut seen = Vec::new();
+        let mut symbols = Vec::new();
+        for (input, &o) in typed.inputs.iter().enumerate() {
+            let Ok(fact) = typed.outlet_fact(o) else { continue };
+            for (axis, d) in fact.shape.iter().enumerate() {
+                for s in d.symbols() {
+                    ones = ones.with(&s, 1);
+                    if matches!(d, TDim::Sym(_)) && !seen.contains(&s) {
+                        seen.push(s);
+                        symbols.push((input, axis));
+                    }
+                }
+            }
+        }
+        let unit = typed
+            .nodes
+            .iter()
+            .flat_map(|n| &n.outputs)
+            .filter(|o| !o.fact.shape.is_concrete())
+            .filter_map(|o| {
+                let volume: usize = o.fact.shape.eval_to_usize(&ones).ok()?.iter().product();
+                Some(volume as u64 * o.fact.datum_type.size_of() as u64)
+            })
+            .fold(0u64, u64::saturating_add);
+        CallSize { symbols, unit, max }
+    }
+
+    /// The product of the symbols' values in a call on inputs of `shapes`.
+    fn scale<'a>(&self, shapes: impl Fn(usize) -> Option<&'a [usize]>) -> u64 {
+        self.symbols.iter().fold(1u64, |n, &(input, axis)| {
+            let d = shapes(input).and_then(|s| s.get(axis)).copied().unwrap_or(1);
+            n.saturating_mul(d as u64)
+        })
+    }
+
+    fn check(&self, scale: u64) -> Result<()> {
+        let need = self.unit.saturating_mul(scale);
+        if need > self.max {
+            return Err(Error::CallTooLarge {
+                need_mb: need.div_ceil(1_000_000),
+                limit_mb: self.max / 1_000_000,
+            });
+        }
+        Ok(())
     }
 }
 

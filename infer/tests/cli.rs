@@ -442,3 +442,43 @@ fn files_without_logits_all_are_scored_a_word_at_a_time() {
     assert_eq!((s.predictions, s.line_ends), (2, 0));
     assert!((s.cross_entropy - want).abs() < 1e-5, "{} vs {want}", s.cross_entropy);
 }
+
+#[test]
+fn calls_too_large_for_memory_are_refused_before_anything_is_allocated() {
+    // 10^8 noise vectors, or windows, would take gigabytes: refused at once, with the limit.
+    let start = std::time::Instant::now();
+    let points = fixture("tiny-points-generator.onnx");
+    let points = points.to_str().unwrap();
+    let too_large = "more than the 1000 MB a call may use unless the limit is raised: use a smaller batch (--max-call-mb raises it)";
+    fails(&["bench", points, "--batch", "100000000"], too_large);
+    fails(&["bench", &coin(), "--batch", "100000000"], too_large);
+    assert!(start.elapsed().as_secs_f64() < 5.0, "{:?}", start.elapsed());
+    // The limit is the flag's: a small batch passes by default and is refused under 0 MB.
+    kiln().args(["bench", points, "--batch", "64", "--iters", "2"]).assert().success();
+    fails(&["bench", points, "--batch", "64", "--max-call-mb", "0"], "more than the 0 MB a call may use");
+    fails(&["sample", points, "-n", "3", "--max-call-mb", "0"], "more than the 0 MB a call may use");
+}
+
+#[test]
+fn noise_is_never_written_over_the_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let points = fixture("tiny-points-generator.onnx");
+    let points = points.to_str().unwrap();
+    let out = dir.path().join("x.csv");
+    let out = out.to_str().unwrap();
+    let same = "--save-noise and -o name the same file";
+    fails(&["sample", points, "-n", "3", "-o", out, "--save-noise", out], same);
+    // The same file under another spelling, before it exists…
+    let dotted = format!("{}/./x.csv", dir.path().display());
+    fails(&["sample", points, "-n", "3", "-o", out, "--save-noise", &dotted], same);
+    assert!(!std::path::Path::new(out).exists(), "a refused command wrote {out}");
+    // …and after.
+    kiln().args(["sample", points, "-n", "3", "-o", out]).assert().success();
+    fails(&["interpolate", points, "--from", "1", "--to", "2", "-o", &dotted, "--save-noise", out], same);
+}
+
+#[test]
+fn generating_no_words_is_refused_as_sampling_none_is() {
+    let seed = seed_model();
+    fails(&["generate", seed.to_str().unwrap(), "i", "-n", "0"], "invalid option: -n must be at least 1");
+}
