@@ -115,3 +115,73 @@ fn a_graph_of_a_hundred_thousand_nodes_is_refused_at_once() {
     assert!(e.contains("chain.onnx has more than 10000 graph nodes"), "{e}");
     assert!(took.as_secs_f64() < 1.0, "refusing took {took:?}");
 }
+
+/// The shipped ring generator with `samples + ReduceSum(big)` at its end, where `big` is built
+/// from constants by `op` to `shape`: tract would fold it at load.
+fn building(op: &str, shape: &[i64]) -> Vec<u8> {
+    use kiln_infer::pb::{tensor_proto::DataType, AttributeProto, NodeProto, TensorProto};
+    let mut m = shipped("ring8-gan.onnx");
+    let g = m.graph.as_mut().unwrap();
+    let out = g.output[0].name.clone();
+    g.node.last_mut().unwrap().output[0] = "pre".into();
+    g.initializer.push(TensorProto {
+        name: "big_shape".into(),
+        dims: vec![shape.len() as i64],
+        data_type: DataType::Int64 as i32,
+        int64_data: shape.to_vec(),
+        ..Default::default()
+    });
+    g.initializer.push(TensorProto {
+        name: "one".into(),
+        dims: vec![1],
+        data_type: DataType::Float as i32,
+        float_data: vec![1.0],
+        ..Default::default()
+    });
+    let node = |op: &str, inputs: &[&str], output: &str| NodeProto {
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        ..Default::default()
+    };
+    let mut make = match op {
+        "ConstantOfShape" => node(op, &["big_shape"], "big"),
+        _ => node(op, &["one", "big_shape"], "big"),
+    };
+    if op == "ConstantOfShape" {
+        let zero = TensorProto { dims: vec![1], data_type: 1, float_data: vec![0.0], ..Default::default() };
+        make.attribute.push(AttributeProto {
+            name: "value".into(),
+            t: Some(zero),
+            r#type: 4,
+            ..Default::default()
+        });
+    }
+    g.node.push(make);
+    let mut sum = node("ReduceSum", &["big"], "s");
+    sum.attribute.push(AttributeProto { name: "keepdims".into(), i: 0, r#type: 2, ..Default::default() });
+    g.node.push(sum);
+    g.node.push(node("Add", &["pre", "s"], &out));
+    m.encode_to_vec()
+}
+
+#[test]
+fn tensors_built_from_constants_beyond_the_budget_are_refused_before_tract_folds_them() {
+    let cases = [
+        ("ConstantOfShape", vec![1_000_000, 1_000_000], "a tensor of 4000000 MB"),
+        ("ConstantOfShape", vec![500_000_000], "a tensor of 2000 MB"),
+        ("Expand", vec![1_000_000, 1_000_000], "a tensor of 4000000 MB"),
+    ];
+    for (op, shape, says) in cases {
+        let start = std::time::Instant::now();
+        let e = kiln_infer::load_bytes(&building(op, &shape), "big.onnx", &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("big.onnx: a {op} node would build {says} at load")), "{e}");
+        assert!(start.elapsed().as_secs_f64() < 1.0, "{op}: refusing took {:?}", start.elapsed());
+    }
+    // Within the budget, the same graph loads and runs: the check is not a ban on the op.
+    let fine = building("ConstantOfShape", &[10, 10]);
+    let g = GeneratorModel::from_bytes(&fine, "small.onnx").unwrap();
+    assert_eq!(g.generate(Array2::zeros((1, 2)).view()).unwrap().shape(), [1, 2]);
+}

@@ -46,6 +46,14 @@ pub enum Error {
          use unless the limit is raised: use a smaller batch"
     )]
     CallTooLarge { need_mb: u64, limit_mb: u64 },
+    /// A node that would build, at load, a tensor beyond [`Limits::max_call_bytes`](crate::Limits),
+    /// or whose size cannot be known before it is built.
+    #[error(
+        "{path}: {node} would build {} at load, more than the {limit_mb} MB a model's values \
+         may use unless the limit is raised",
+        need_mb.map_or("a tensor of a size computed by ops kiln does not check".to_string(), |mb| format!("a tensor of {mb} MB"))
+    )]
+    BuildsTooMuch { path: String, node: String, need_mb: Option<u64>, limit_mb: u64 },
     #[error("{path}: metadata `{key}` says {file}, but the graph has {graph}")]
     Disagrees { path: String, key: &'static str, file: String, graph: String },
     #[error(

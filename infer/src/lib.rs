@@ -30,6 +30,7 @@ pub mod foreign;
 pub mod fsx;
 mod fuse;
 pub mod generator;
+mod guard;
 pub mod next_word;
 pub mod noise;
 pub mod numeric;

@@ -285,7 +285,9 @@ fn in_flags(err: anyhow::Error) -> anyhow::Error {
             };
             anyhow::anyhow!("{e} ({flag} raises it)")
         }
-        Error::CallTooLarge { .. } => anyhow::anyhow!("{e} (--max-call-mb raises it)"),
+        Error::CallTooLarge { .. } | Error::BuildsTooMuch { .. } => {
+            anyhow::anyhow!("{e} (--max-call-mb raises it)")
+        }
         _ => err,
     }
 }

@@ -23,7 +23,8 @@ pub struct Limits {
     /// Bytes of the values a call's graph computes from its inputs (every intermediate, counted
     /// as if all were alive at once: an upper bound), checked from the inputs' shapes before the
     /// call allocates anything, so that a huge batch is one clear error instead of an aborted
-    /// allocation.
+    /// allocation. The same budget bounds each tensor the graph builds from constants at load
+    /// (`ConstantOfShape`, `Expand`, `Tile`, …), checked before tract folds them.
     pub max_call_bytes: u64,
 }
 
@@ -86,6 +87,14 @@ impl ModelFile {
         let nodes = proto.graph.as_ref().map_or(0, count_nodes);
         if nodes > limits.max_nodes {
             return Err(Error::TooLarge { path: name, what: "graph nodes", limit: limits.max_nodes });
+        }
+        if let Some(g) = &proto.graph {
+            crate::guard::check_constants(g, limits.max_call_bytes).map_err(|r| Error::BuildsTooMuch {
+                path: name.clone(),
+                node: r.node,
+                need_mb: r.bytes.map(|b| (b / 1_000_000).min(u64::MAX as u128) as u64),
+                limit_mb: limits.max_call_bytes / 1_000_000,
+            })?;
         }
         crate::fuse::optimise(&mut proto);
         let graph = onnx.model_for_proto_model(&proto).map_err(bad)?;
