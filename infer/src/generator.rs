@@ -99,12 +99,18 @@ impl GeneratorModel {
 
     /// Like [`GeneratorModel::sample`], returning the noise vectors too (`n` rows of `latent`).
     pub fn sample_with_noise(&self, n: usize, seed: u64) -> Result<(Samples, Samples)> {
+        collect(self.sample_chunks(n, seed)?)
+    }
+
+    /// Like [`GeneratorModel::sample_with_noise`], a chunk of at most [`CHUNK`] samples at a
+    /// time: (noise `[rows, latent]`, samples `[rows, …sample shape]`). Memory stays flat in `n`.
+    pub fn sample_chunks(&self, n: usize, seed: u64) -> Result<Chunks<'_, impl FnMut(usize) -> Array2<f32>>> {
         if n == 0 {
             return Err(Error::argument("n", "must be at least 1"));
         }
-        let z = Array2::from_shape_vec((n, self.meta.latent), noise::normal(seed, n * self.meta.latent))
-            .map_err(run_err)?;
-        self.run_batches(z)
+        let latent = self.meta.latent;
+        let mut normal = noise::Normal::new(seed);
+        self.chunks(n, move |rows| Array2::from_shape_fn((rows, latent), |_| normal.next().unwrap_or(0.0)))
     }
 
     /// Samples along the great circle from the noise of seed `from` to that of seed `to`
@@ -117,26 +123,69 @@ impl GeneratorModel {
 
     /// Like [`GeneratorModel::interpolate`], returning the noise vectors too.
     pub fn interpolate_with_noise(&self, from: u64, to: u64, steps: usize) -> Result<(Samples, Samples)> {
+        collect(self.interpolate_chunks(from, to, steps)?)
+    }
+
+    /// Like [`GeneratorModel::interpolate_with_noise`], a chunk of at most [`CHUNK`] samples at
+    /// a time.
+    pub fn interpolate_chunks(
+        &self,
+        from: u64,
+        to: u64,
+        steps: usize,
+    ) -> Result<Chunks<'_, impl FnMut(usize) -> Array2<f32>>> {
         if steps < 2 {
             return Err(Error::argument("steps", "must be at least 2"));
         }
         let latent = self.meta.latent;
         let (a, b) = (noise::normal(from, latent), noise::normal(to, latent));
-        let z: Vec<f32> = (0..steps).flat_map(|i| slerp(&a, &b, i as f64 / (steps - 1) as f64)).collect();
-        self.run_batches(Array2::from_shape_vec((steps, latent), z).map_err(run_err)?)
+        let mut done = 0;
+        self.chunks(steps, move |rows| {
+            let z: Vec<f32> =
+                (done..done + rows).flat_map(|i| slerp(&a, &b, i as f64 / (steps - 1) as f64)).collect();
+            done += rows;
+            Array2::from_shape_vec((rows, latent), z).unwrap_or_else(|_| Array2::zeros((rows, latent)))
+        })
     }
 
-    /// Runs the noise rows `z` through G, 256 at a time; returns (noise, samples).
-    fn run_batches(&self, z: Array2<f32>) -> Result<(Samples, Samples)> {
-        const BATCH: usize = 256;
-        let parts = z
-            .axis_chunks_iter(Axis(0), BATCH)
-            .map(|chunk| self.generate(chunk))
-            .collect::<Result<Vec<_>>>()?;
-        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-        let data = tract_ndarray::concatenate(Axis(0), &views).map_err(run_err)?;
-        Ok((Samples::new(z.into_dyn()), Samples::new(data)))
+    fn chunks<F: FnMut(usize) -> Array2<f32>>(&self, n: usize, noise: F) -> Result<Chunks<'_, F>> {
+        self.check_batch(n.min(CHUNK))?;
+        Ok(Chunks { model: self, left: n, noise })
     }
+}
+
+/// Samples are generated this many at a time.
+pub const CHUNK: usize = 256;
+
+/// Noise and samples, a chunk at a time: `(z [rows, latent], samples [rows, …sample shape])`.
+pub struct Chunks<'m, F> {
+    model: &'m GeneratorModel,
+    left: usize,
+    noise: F,
+}
+
+impl<F: FnMut(usize) -> Array2<f32>> Iterator for Chunks<'_, F> {
+    type Item = Result<(Array2<f32>, ArrayD<f32>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        let rows = self.left.min(CHUNK);
+        self.left -= rows;
+        let z = (self.noise)(rows);
+        Some(self.model.generate(z.view()).map(|samples| (z, samples)))
+    }
+}
+
+/// Every chunk in one (noise, samples) pair.
+fn collect(chunks: impl Iterator<Item = Result<(Array2<f32>, ArrayD<f32>)>>) -> Result<(Samples, Samples)> {
+    let (z, samples): (Vec<_>, Vec<_>) = chunks.collect::<Result<Vec<_>>>()?.into_iter().unzip();
+    let z: Vec<_> = z.iter().map(|p| p.view()).collect();
+    let samples: Vec<_> = samples.iter().map(|p| p.view()).collect();
+    let z = tract_ndarray::concatenate(Axis(0), &z).map_err(run_err)?;
+    let data = tract_ndarray::concatenate(Axis(0), &samples).map_err(run_err)?;
+    Ok((Samples::new(z.into_dyn()), Samples::new(data)))
 }
 
 /// Spherical interpolation between `a` and `b` at `t` in [0, 1]; linear when they are

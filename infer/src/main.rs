@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kiln_infer::bench::BenchOptions;
+use kiln_infer::ndarray::{Array2, ArrayD};
 use kiln_infer::next_word::GenerateOptions;
-use kiln_infer::samples::Samples;
+use kiln_infer::samples::SampleWriter;
 use kiln_infer::{GeneratorModel, LoadOptions, Model, NextWordModel};
 
 /// Static builds (`cargo xtask cross aarch64-musl`) bring their own allocator: musl's is slow for
@@ -235,6 +236,12 @@ impl LimitArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Interrupted (Ctrl-C, SIGTERM, a closed terminal), kiln removes the files it was writing:
+    // none is left half-written, under its name or a temporary one.
+    let _ = ctrlc::set_handler(|| {
+        kiln_infer::fsx::remove_temporaries();
+        std::process::exit(130);
+    });
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -434,15 +441,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sample { args, n, seed } => {
             args.validate()?;
             let g = GeneratorModel::load_with(&args.model, &args.limits.options())?;
-            let (z, samples) = g.sample_with_noise(n, seed)?;
-            write_samples(&mut out, &args, &z, &samples, g.meta().value_range)?;
+            let chunks = g.sample_chunks(n, seed)?;
+            write_samples(&mut out, &args, &g, n, chunks)?;
         }
         Command::Interpolate { args, from, to, steps } => {
             args.validate()?;
             let g = GeneratorModel::load_with(&args.model, &args.limits.options())?;
-            let (z, samples) = g.interpolate_with_noise(from, to, steps)?;
+            let chunks = g.interpolate_chunks(from, to, steps)?;
             let args = SampleArgs { columns: args.columns.or(Some(steps)), ..args };
-            write_samples(&mut out, &args, &z, &samples, g.meta().value_range)?;
+            write_samples(&mut out, &args, &g, steps, chunks)?;
         }
         Command::Bench { model, batch, iters, warmup, load, json } => {
             let options = BenchOptions { batch, iters, warmup, load: load.options() };
@@ -468,23 +475,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Writes `n` samples, a chunk at a time, to `-o` (or as CSV to `out`) and their noise to
+/// `--save-noise`. Both files are opened before the generator runs and renamed into place only
+/// once complete: a failure leaves neither.
 fn write_samples(
-    out: &mut impl Write,
+    out: &mut dyn Write,
     args: &SampleArgs,
-    noise: &Samples,
-    samples: &Samples,
-    range: [f32; 2],
+    g: &GeneratorModel,
+    n: usize,
+    chunks: impl Iterator<Item = kiln_infer::Result<(Array2<f32>, ArrayD<f32>)>>,
 ) -> anyhow::Result<()> {
-    match &args.out {
-        Some(path) => samples.write(path, range, args.columns)?,
-        None if samples.is_image() => {
+    let meta = g.meta();
+    let range = meta.value_range;
+    let mut noise = match &args.save_noise {
+        Some(path) => Some(SampleWriter::create(path, &[meta.latent], n, range, None)?),
+        None => None,
+    };
+    let mut samples = match &args.out {
+        Some(path) => SampleWriter::create(path, &meta.output_shape, n, range, args.columns)?,
+        None if kiln_infer::samples::is_image(&meta.output_shape) => {
             anyhow::bail!("these samples are images: write them with -o FILE.png (or .npy)")
         }
-        None => write!(out, "{}", samples.to_csv())?,
+        None => SampleWriter::csv_to(out, &meta.output_shape, n)?,
+    };
+    for chunk in chunks {
+        let (z, s) = chunk?;
+        samples.push(s.view())?;
+        if let Some(w) = &mut noise {
+            w.push(z.into_dyn().view())?;
+        }
     }
-    // After the samples, so that a command that fails on them leaves no noise file behind.
-    if let Some(path) = &args.save_noise {
-        noise.write(path, range, None)?;
+    if let Some(w) = noise {
+        w.finish()?;
+    }
+    if let Err(e) = samples.finish() {
+        if let Some(path) = &args.save_noise {
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(e.into());
     }
     Ok(())
 }
@@ -495,7 +523,8 @@ fn context_notes(c: &kiln_infer::next_word::Context) -> Vec<String> {
         notes.push(format!("the model reads the last {} words: {:?}", c.words.len(), c.words.join(" ")));
     }
     if !c.unknown.is_empty() {
-        notes.push(format!("not in the vocabulary, read as <unk>: {}", c.unknown.join(", ")));
+        let words: Vec<String> = c.unknown.iter().map(|w| kiln_infer::text::shorten(w)).collect();
+        notes.push(format!("not in the vocabulary, read as <unk>: {}", words.join(", ")));
     }
     notes
 }

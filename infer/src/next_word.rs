@@ -75,6 +75,10 @@ pub struct Prediction {
     pub top: Vec<WordProb>,
 }
 
+/// The most words [`NextWordModel::generate`] collects into one [`Generation`] (about 10 MB of
+/// text and JSON); [`NextWordModel::generate_iter`] has no such bound.
+pub const MAX_COLLECTED_WORDS: usize = 100_000;
+
 /// Sampling settings for [`NextWordModel::generate`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateOptions {
@@ -382,11 +386,20 @@ impl NextWordModel {
     /// Generates words after `prompt`. With kiln's models the LSTM state is carried, so each
     /// new word costs one step; one-hot models re-read their fixed window each time.
     pub fn generate(&self, prompt: &str, options: &GenerateOptions) -> Result<Generation> {
+        if options.words > MAX_COLLECTED_WORDS {
+            return Err(Error::argument(
+                "n",
+                format!(
+                    "must be at most {MAX_COLLECTED_WORDS} when the words are collected before they are \
+                     shown (as for JSON): take more one at a time, as plain text does"
+                ),
+            ));
+        }
         let (context, words) = self.generate_iter(prompt, options)?;
         Ok(Generation { context, words: words.collect::<Result<_>>()? })
     }
 
-    /// Like [`NextWordModel::generate`], one word at a time, as each is chosen.
+    /// Like [`NextWordModel::generate`], one word at a time (any number of them), as each is chosen.
     pub fn generate_iter(&self, prompt: &str, options: &GenerateOptions) -> Result<(Context, Words<'_>)> {
         options.sampling().check()?;
         if options.words == 0 {

@@ -11,19 +11,38 @@ use rand_chacha::ChaCha8Rng;
 
 /// `n` standard normal values from `seed`.
 pub fn normal(seed: u64, n: usize) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut out = Vec::with_capacity(n + 1);
-    while out.len() < n {
+    Normal::new(seed).take(n).collect()
+}
+
+/// The standard normal values of `seed`, without end: the first `n` are [`normal`]`(seed, n)`,
+/// so a long draw can be taken a piece at a time.
+pub struct Normal {
+    rng: ChaCha8Rng,
+    /// The second value of the last Box–Muller pair, not yet taken.
+    spare: Option<f32>,
+}
+
+impl Normal {
+    pub fn new(seed: u64) -> Self {
+        Normal { rng: ChaCha8Rng::seed_from_u64(seed), spare: None }
+    }
+}
+
+impl Iterator for Normal {
+    type Item = f32;
+
+    fn next(&mut self) -> Option<f32> {
+        if let Some(v) = self.spare.take() {
+            return Some(v);
+        }
         // u1 in (0, 1], u2 in [0, 1): 53 random bits each.
-        let u1 = ((rng.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64;
-        let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let u1 = ((self.rng.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64;
+        let u2 = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         let r = libm::sqrt(-2.0 * libm::log(u1));
         let theta = 2.0 * std::f64::consts::PI * u2;
-        out.push((r * libm::cos(theta)) as f32);
-        out.push((r * libm::sin(theta)) as f32);
+        self.spare = Some((r * libm::sin(theta)) as f32);
+        Some((r * libm::cos(theta)) as f32)
     }
-    out.truncate(n);
-    out
 }
 
 #[cfg(test)]
@@ -36,6 +55,10 @@ mod tests {
         assert_ne!(normal(3, 10), normal(4, 10));
         // A prefix of a longer draw is the shorter draw.
         assert_eq!(normal(3, 7), normal(3, 8)[..7]);
+        // Taken in pieces of odd length, the stream is the same.
+        let mut stream = Normal::new(3);
+        let pieces: Vec<f32> = (0..3).flat_map(|_| stream.by_ref().take(3).collect::<Vec<_>>()).collect();
+        assert_eq!(pieces, normal(3, 9));
         let x = normal(1, 200_000);
         let n = x.len() as f64;
         let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;

@@ -105,9 +105,22 @@ pub struct Vocab {
 
 /// A word the vocabulary does not have, in a vocabulary without `<unk>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the word {word:?} is not in the model's vocabulary (and the vocabulary has no <unk>)")]
+#[error("the word {} is not in the model's vocabulary (and the vocabulary has no <unk>)", shorten(word))]
 pub struct UnknownWord {
     pub word: String,
+}
+
+/// `word` quoted as a message shows it: whole up to 40 characters, else its start and its length
+/// (a prompt can hold one word of megabytes).
+pub fn shorten(word: &str) -> String {
+    const SHOWN: usize = 40;
+    let count = word.chars().count();
+    if count <= SHOWN {
+        format!("{word:?}")
+    } else {
+        let start: String = word.chars().take(SHOWN).collect();
+        format!("{start:?}… ({count} characters)")
+    }
 }
 
 impl Vocab {
@@ -185,5 +198,11 @@ mod tests {
         assert_eq!(with.id("cat"), Ok(0));
         let without = Vocab::new(vec!["dog".into()]);
         assert_eq!(without.id("cat"), Err(UnknownWord { word: "cat".into() }));
+        let long = "x".repeat(131_000);
+        let e = without.id(&long).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("the word \"{}\"… (131000 characters) is not", "x".repeat(40))),
+            "{e}"
+        );
     }
 }

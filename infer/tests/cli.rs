@@ -481,4 +481,93 @@ fn noise_is_never_written_over_the_samples() {
 fn generating_no_words_is_refused_as_sampling_none_is() {
     let seed = seed_model();
     fails(&["generate", seed.to_str().unwrap(), "i", "-n", "0"], "invalid option: -n must be at least 1");
+    // Collected for JSON, the words are bounded; as text they stream (checked by the other tests).
+    fails(
+        &["generate", seed.to_str().unwrap(), "i", "-n", "100000000", "--json"],
+        "invalid option: -n must be at most 100000 when the words are collected",
+    );
+}
+
+#[test]
+fn a_failing_command_leaves_no_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let points = fixture("tiny-points-generator.onnx");
+    let points = points.to_str().unwrap();
+    let out = dir.path().join("x.npy");
+    let out = out.to_str().unwrap();
+    // The noise cannot be written: the samples must not be either.
+    let nowhere = dir.path().join("no/such/folder/z.npy");
+    fails(
+        &["sample", points, "-n", "300", "-o", out, "--save-noise", nowhere.to_str().unwrap()],
+        "cannot write",
+    );
+    // A grid too large for a PNG is refused before anything runs.
+    let image = fixture("tiny-image-generator.onnx");
+    let png = dir.path().join("x.png");
+    fails(
+        &["sample", image.to_str().unwrap(), "-n", "1000000", "-o", png.to_str().unwrap()],
+        "more than the 4096×4096 a grid may be: write .npy or .csv",
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "files were left behind");
+}
+
+#[test]
+fn samples_stream_to_their_file_in_chunks_as_one_draw() {
+    // 600 samples are written 256 at a time; the file must hold the same values as 600 drawn
+    // at once, and the first 3 must be what `-n 3` gives.
+    let dir = tempfile::tempdir().unwrap();
+    let points = fixture("tiny-points-generator.onnx");
+    let points = points.to_str().unwrap();
+    let (many, few) = (dir.path().join("many.csv"), dir.path().join("few.csv"));
+    kiln()
+        .args(["sample", points, "-n", "600", "--seed", "4", "-o", many.to_str().unwrap()])
+        .assert()
+        .success();
+    kiln().args(["sample", points, "-n", "3", "--seed", "4", "-o", few.to_str().unwrap()]).assert().success();
+    let many = std::fs::read_to_string(many).unwrap();
+    let few = std::fs::read_to_string(few).unwrap();
+    assert_eq!(many.lines().count(), 601);
+    let head: Vec<&str> = many.lines().take(4).collect();
+    assert_eq!(head, few.lines().collect::<Vec<_>>());
+    // The same noise through the generator in one call of 600.
+    let g = kiln_infer::GeneratorModel::load(fixture("tiny-points-generator.onnx")).unwrap();
+    let latent = g.meta().latent;
+    let z = kiln_infer::ndarray::Array2::from_shape_vec(
+        (600, latent),
+        kiln_infer::noise::normal(4, 600 * latent),
+    )
+    .unwrap();
+    let whole = kiln_infer::samples::Samples::new(g.generate(z.view()).unwrap()).to_csv();
+    assert_eq!(many, whole);
+}
+
+#[test]
+fn an_interrupted_sample_leaves_no_file_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let fashion = repo("models/fashion-dcgan.onnx");
+    let out = dir.path().join("x.npy");
+    let noise = dir.path().join("z.csv");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .arg("sample")
+        .arg(&fashion)
+        .args(["-n", "1000000", "-o"])
+        .arg(&out)
+        .arg("--save-noise")
+        .arg(&noise)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it is writing (its temporary files exist), then interrupt it.
+    let start = std::time::Instant::now();
+    while std::fs::read_dir(dir.path()).unwrap().count() < 2 {
+        assert!(start.elapsed().as_secs() < 60, "kiln never started writing");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let killed = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
