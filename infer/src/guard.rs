@@ -23,6 +23,132 @@ pub(crate) struct Refusal {
     pub bytes: Option<u128>,
 }
 
+/// Checks what tract's parser and shape inference take for granted of a graph, so that a broken
+/// or hostile file is an error instead of a panic inside them: every value a node reads or the
+/// graph returns is defined (by a graph input, an initializer or a node); declared dimensions are
+/// not negative; `Transpose` permutes its axes; convolutions' and pools' `pads`, `strides`,
+/// `dilations` and `kernel_shape` fit each other. Returns the first problem found.
+pub(crate) fn check_structure(graph: &GraphProto) -> Result<(), String> {
+    let mut defined: HashSet<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
+    defined.extend(graph.initializer.iter().map(|t| t.name.as_str()));
+    defined.extend(graph.node.iter().flat_map(|n| n.output.iter().map(String::as_str)));
+    for t in &graph.initializer {
+        if t.dims.iter().any(|&d| d < 0) {
+            return Err(format!("the initializer `{}` has a negative dimension: {:?}", t.name, t.dims));
+        }
+    }
+    for v in graph.input.iter().chain(&graph.output).chain(&graph.value_info) {
+        use tract_onnx::pb::{tensor_shape_proto::dimension::Value, type_proto::Value as Type};
+        if let Some(Type::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            let dims = t.shape.iter().flat_map(|s| &s.dim);
+            if dims.into_iter().any(|d| matches!(d.value, Some(Value::DimValue(v)) if v < 0)) {
+                return Err(format!("the value `{}` is declared with a negative dimension", v.name));
+            }
+        }
+    }
+    for node in &graph.node {
+        let name = || {
+            if node.name.is_empty() {
+                format!("a {} node", node.op_type)
+            } else {
+                format!("the {} node `{}`", node.op_type, node.name)
+            }
+        };
+        // Nodes with sub-graphs may read values of the enclosing scope by name: left to tract.
+        let has_subgraph = node.attribute.iter().any(|a| a.g.is_some() || !a.graphs.is_empty());
+        if !has_subgraph {
+            if let Some(missing) = node.input.iter().find(|i| !i.is_empty() && !defined.contains(i.as_str()))
+            {
+                return Err(format!("{} reads `{missing}`, which nothing in the graph defines", name()));
+            }
+        }
+        let ints = |attr: &str| node.attribute.iter().find(|a| a.name == attr).map(|a| a.ints.as_slice());
+        match node.op_type.as_str() {
+            // tract reads the channel axis of these without a bounds check.
+            "BatchNormalization" | "InstanceNormalization" => {
+                let data = node.input.first().map(String::as_str).unwrap_or("");
+                if rank_of(graph, data).is_some_and(|r| r < 2) {
+                    return Err(format!("{} normalises `{data}`, which has no channel axis", name()));
+                }
+            }
+            // Axes beyond any tensor's rank (tract indexes with them unchecked).
+            op if op == "Squeeze" || op == "Unsqueeze" || op.starts_with("Reduce") => {
+                let from_input =
+                    node.input.get(1).and_then(|n| graph.initializer.iter().find(|t| &t.name == n));
+                let axes = ints("axes").map(<[i64]>::to_vec).or_else(|| from_input.and_then(int_values));
+                if let Some(axes) = axes.filter(|a| a.iter().any(|&x| !(-MAX_RANK..MAX_RANK).contains(&x))) {
+                    return Err(format!("{} has axes {axes:?}, beyond any tensor's rank", name()));
+                }
+            }
+            "Transpose" => {
+                if let Some(perm) = ints("perm") {
+                    let mut seen = vec![false; perm.len()];
+                    for &p in perm {
+                        match usize::try_from(p).ok().and_then(|p| seen.get_mut(p)) {
+                            Some(s) if !*s => *s = true,
+                            _ => {
+                                return Err(format!(
+                                    "{} has `perm` {perm:?}, not a permutation of its axes",
+                                    name()
+                                ))
+                            }
+                        }
+                    }
+                }
+            }
+            "Conv" | "ConvTranspose" | "MaxPool" | "AveragePool" | "LpPool" => {
+                // The spatial rank: from kernel_shape, else from the weight's rank.
+                let weight_rank = node
+                    .input
+                    .get(1)
+                    .and_then(|w| graph.initializer.iter().find(|t| &t.name == w))
+                    .map(|t| t.dims.len().saturating_sub(2));
+                let rank = ints("kernel_shape").map(<[i64]>::len).or(weight_rank);
+                for (attr, per_axis, least) in [
+                    ("kernel_shape", 1, 1),
+                    ("strides", 1, 1),
+                    ("dilations", 1, 1),
+                    ("pads", 2, 0),
+                    ("output_padding", 1, 0),
+                ] {
+                    let Some(v) = ints(attr) else { continue };
+                    if v.iter().any(|&x| x < least || x > 1 << 20) {
+                        return Err(format!("{} has `{attr}` {v:?}, out of range", name()));
+                    }
+                    if let Some(rank) = rank {
+                        if v.len() != per_axis * rank {
+                            return Err(format!("{} has `{attr}` {v:?} for {rank} spatial axes", name()));
+                        }
+                    }
+                }
+                if node.op_type != "Conv" && node.op_type != "ConvTranspose" && ints("kernel_shape").is_none()
+                {
+                    return Err(format!("{} has no `kernel_shape`", name()));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(missing) = graph.output.iter().find(|o| !defined.contains(o.name.as_str())) {
+        return Err(format!("the graph returns `{}`, which nothing in it defines", missing.name));
+    }
+    Ok(())
+}
+
+/// More axes than any tensor a model computes has.
+const MAX_RANK: i64 = 16;
+
+/// The rank of a graph input or initializer, where the file declares it.
+fn rank_of(graph: &GraphProto, name: &str) -> Option<usize> {
+    use tract_onnx::pb::type_proto::Value as Type;
+    if let Some(t) = graph.initializer.iter().find(|t| t.name == name) {
+        return Some(t.dims.len());
+    }
+    let v = graph.input.iter().find(|v| v.name == name)?;
+    let Type::TensorType(t) = v.r#type.as_ref()?.value.as_ref()?;
+    t.shape.as_ref().map(|s| s.dim.len())
+}
+
 /// Small integer tensors longer than this are not followed (shapes and repeats are short).
 const MAX_TRACKED: usize = 64;
 
@@ -83,6 +209,23 @@ pub(crate) fn check_constants(graph: &GraphProto, max_bytes: u64) -> Result<(), 
                 },
             ),
             "RandomNormal" | "RandomUniform" => Some(attr_ints(node, "shape").and_then(|s| product(&s))),
+            // A product of two constants: rows of one times columns of the other (or their
+            // broadcast batch), when both shapes are known; left to tract otherwise.
+            "MatMul" | "Gemm" => {
+                let a = node.input.first().and_then(|n| shapes.get(n));
+                let b = node.input.get(1).and_then(|n| shapes.get(n));
+                match (a, b) {
+                    (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() => {
+                        let lead: Vec<i64> = a.iter().chain(b.iter()).copied().collect();
+                        Some(product(&lead).map(|all| {
+                            // |A|·|B| / k² bounds m·n·batch from above for any k ≥ 1.
+                            let k = *a.last().unwrap_or(&1) as u128;
+                            all / (k.max(1) * k.max(1))
+                        }))
+                    }
+                    _ => None,
+                }
+            }
             _ => None,
         };
         if let Some(elements) = elements {

@@ -236,6 +236,30 @@ impl LimitArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The last line of defence: kiln checks what it reads before tract sees it, but tract's own
+    // shape inference can still fail an assertion on a graph inconsistent in ways those checks
+    // do not cover. Whatever panics, the user gets one line and exit 1, not a backtrace and
+    // SIGABRT (release builds abort on panic), and no file is left half-written.
+    std::panic::set_hook(Box::new(|info| {
+        kiln_infer::fsx::remove_temporaries();
+        let payload = info.payload();
+        let what = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("no message");
+        let what: String = what.chars().take(200).collect::<String>().replace('\n', " ");
+        // A dependency's path from its crate's folder: `tract-hir-0.23.9/src/…`.
+        fn file(f: &str) -> &str {
+            f.split_once("/registry/src/").and_then(|(_, r)| r.split_once('/')).map_or(f, |(_, r)| r)
+        }
+        let at = info.location().map(|l| format!(" at {}:{}", file(l.file()), l.line())).unwrap_or_default();
+        eprintln!(
+            "error: internal failure while reading or running the model ({what}{at}): the file is \
+             probably damaged or inconsistent; if it is not, please report it"
+        );
+        std::process::exit(1);
+    }));
     // Interrupted (Ctrl-C, SIGTERM, a closed terminal), kiln removes the files it was writing:
     // none is left half-written, under its name or a temporary one.
     let _ = ctrlc::set_handler(|| {

@@ -233,13 +233,34 @@ impl NextWordModel {
                 let inputs =
                     tvec!(read::input(tokens), read::input(state.h.view()), read::input(state.c.view()));
                 let out = self.plan.run(inputs)?;
-                let logits = read::array(&out[0])?;
+                let logits: Array2<f32> = read::array(&out[0])?;
                 read::finite(&logits, "logits")?;
-                Ok(StepOutput {
-                    logits,
-                    logits_all: out.get(3).map(|t| read::array(t)).transpose()?,
-                    state: Some(State { h: read::array(&out[1])?, c: read::array(&out[2])? }),
-                })
+                let vocab = self.vocab.len();
+                let logits_all: Option<Array3<f32>> = out.get(3).map(|t| read::array(t)).transpose()?;
+                let state = State { h: read::array(&out[1])?, c: read::array(&out[2])? };
+                // The graph's shapes were checked at load where tract could tell them; a graph
+                // whose shapes depend on the values is checked here, before anything indexes them.
+                let expected = |what: &str, got: String, want: String| {
+                    Error::Input(format!("the model computed {what} of shape {got}, not {want}"))
+                };
+                if logits.dim() != (batch, vocab) {
+                    return Err(expected(
+                        "logits",
+                        format!("{:?}", logits.dim()),
+                        format!("{:?}", (batch, vocab)),
+                    ));
+                }
+                if let Some(all) = &logits_all {
+                    if all.dim() != (batch, seq, vocab) {
+                        let want = format!("{:?}", (batch, seq, vocab));
+                        return Err(expected("logits_all", format!("{:?}", all.dim()), want));
+                    }
+                }
+                if state.h.dim() != (layers, batch, hidden) || state.c.dim() != (layers, batch, hidden) {
+                    let want = format!("{:?}", (layers, batch, hidden));
+                    return Err(expected("a state", format!("{:?}", state.h.dim()), want));
+                }
+                Ok(StepOutput { logits, logits_all, state: Some(state) })
             }
             Interface::OneHot { seq: fixed } => {
                 if seq != fixed {
@@ -259,6 +280,13 @@ impl NextWordModel {
                     }
                     let out = self.plan.run(tvec!(read::input(x.view())))?;
                     let l: Array2<f32> = read::array(&out[0])?;
+                    if l.dim() != (1, vocab) {
+                        return Err(Error::Input(format!(
+                            "the model computed logits of shape {:?}, not {:?}",
+                            l.dim(),
+                            (1, vocab)
+                        )));
+                    }
                     out_row.assign(&l.row(0));
                 }
                 read::finite(&logits, "logits")?;

@@ -89,6 +89,7 @@ impl ModelFile {
             return Err(Error::TooLarge { path: name, what: "graph nodes", limit: limits.max_nodes });
         }
         if let Some(g) = &proto.graph {
+            crate::guard::check_structure(g).map_err(|e| bad(anyhow::anyhow!(e)))?;
             crate::guard::check_constants(g, limits.max_call_bytes).map_err(|r| Error::BuildsTooMuch {
                 path: name.clone(),
                 node: r.node,
@@ -374,6 +375,8 @@ struct CallSize {
     /// size grows at most as the product of the symbols (`[batch, seq, vocab]`, `[layers,
     /// batch, hidden]`), so this times that product bounds a call.
     unit: u64,
+    /// Bytes of every value computed from the inputs whose shape is fixed (no symbol).
+    fixed: u64,
     max: u64,
 }
 
@@ -400,11 +403,23 @@ impl CallSize {
             .flat_map(|n| &n.outputs)
             .filter(|o| !o.fact.shape.is_concrete())
             .filter_map(|o| {
-                let volume: usize = o.fact.shape.eval_to_usize(&ones).ok()?.iter().product();
-                Some(volume as u64 * o.fact.datum_type.size_of() as u64)
+                let dims = o.fact.shape.eval_to_usize(&ones).ok()?;
+                let volume = dims.iter().fold(1u64, |v, &d| v.saturating_mul(d as u64));
+                Some(volume.saturating_mul(o.fact.datum_type.size_of() as u64))
             })
             .fold(0u64, u64::saturating_add);
-        CallSize { symbols, unit, max }
+        let fixed = typed
+            .nodes
+            .iter()
+            .flat_map(|n| &n.outputs)
+            .filter(|o| o.fact.konst.is_none())
+            .filter_map(|o| {
+                let dims = o.fact.shape.as_concrete()?;
+                let volume = dims.iter().fold(1u64, |v, &d| v.saturating_mul(d as u64));
+                Some(volume.saturating_mul(o.fact.datum_type.size_of() as u64))
+            })
+            .fold(0u64, u64::saturating_add);
+        CallSize { symbols, unit, fixed, max }
     }
 
     /// The product of the symbols' values in a call on inputs of `shapes`.
@@ -416,7 +431,7 @@ impl CallSize {
     }
 
     fn check(&self, scale: u64) -> Result<()> {
-        let need = self.unit.saturating_mul(scale);
+        let need = self.unit.saturating_mul(scale).saturating_add(self.fixed);
         if need > self.max {
             return Err(Error::CallTooLarge {
                 need_mb: need.div_ceil(1_000_000),

@@ -142,8 +142,10 @@ impl Vocab {
         &self.words
     }
 
+    /// The word of `id`; `"<unk>"` for an id beyond the vocabulary (the models' outputs are
+    /// checked against its size, so that is never a word a model chose).
     pub fn word(&self, id: usize) -> &str {
-        &self.words[id]
+        self.words.get(id).map_or(UNK, String::as_str)
     }
 
     /// The id of `<unk>`, if the vocabulary has one.

@@ -7,6 +7,8 @@
 //! - `cargo xtask test`: bootstrap, then the whole test suite.
 //! - `cargo xtask demo`: bootstrap, build, train the seed model, export it, query it with `kiln`;
 //!   sample the shipped generators (a PNG grid and an interpolation strip).
+//! - `cargo xtask fuzz [--minutes N] [--seed S]`: the model-file fuzzer of the suite
+//!   (`infer/tests/fuzz.rs`) for N minutes (default 10) instead of its fixed number of cases.
 //! - `cargo xtask cross aarch64|armv7|aarch64-musl|…`: the `kiln` binary for a device, built
 //!   with the release profile, one file in `target/dist/` ([`cross`]).
 
@@ -32,9 +34,10 @@ fn main() -> ExitCode {
         },
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
+        Some("fuzz") => fuzz(&args[1..]),
         Some("cross") => cross::cross(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <bootstrap [--cuda]|test|demo|cross TARGET…>\n\n  bootstrap  install libtorch (CPU part; --cuda: the full CUDA wheel) and Python tools into .deps/,\n             and Fashion-MNIST\n  test       bootstrap (and the ARM cross tools), then run every test (extra args go to cargo test)\n  demo       bootstrap, build, train the seed model and query it, sample the shipped generators\n  cross      build the `kiln` binary for a device, one file in target/dist/\n             (TARGET: {}, or a Rust target triple)", cross::NAMES);
+            eprintln!("usage: cargo xtask <bootstrap [--cuda]|test|demo|fuzz [--minutes N] [--seed S]|cross TARGET…>\n\n  bootstrap  install libtorch (CPU part; --cuda: the full CUDA wheel) and Python tools into .deps/,\n             and Fashion-MNIST\n  test       bootstrap (and the ARM cross tools), then run every test (extra args go to cargo test)\n  demo       bootstrap, build, train the seed model and query it, sample the shipped generators\n  fuzz       mutate the shipped models and fixtures and load and run each for N minutes (default 10)\n  cross      build the `kiln` binary for a device, one file in target/dist/\n             (TARGET: {}, or a Rust target triple)", cross::NAMES);
             return ExitCode::from(2);
         }
     };
@@ -239,6 +242,29 @@ fn test(extra: &[String]) -> Result {
     // kiln-infer's freedom from libtorch is itself a test (infer/tests/dependencies.rs), so one
     // workspace run covers it without building the dependencies twice.
     run(cargo().args(["test", "--workspace"]).args(extra).env("KILN_PYTHON", &deps.python))
+}
+
+/// The suite's model-file fuzzer, for a time instead of a number of cases.
+fn fuzz(args: &[String]) -> Result {
+    let (mut minutes, mut seed) = (10.0f64, 0u64);
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("fuzz: {flag} needs a value"))?;
+        match flag.as_str() {
+            "--minutes" => {
+                minutes = value.parse().map_err(|_| format!("fuzz: --minutes {value} is not a number"))?
+            }
+            "--seed" => {
+                seed = value.parse().map_err(|_| format!("fuzz: --seed {value} is not a whole number"))?
+            }
+            other => return Err(format!("fuzz: unknown option {other} (--minutes N, --seed S)")),
+        }
+    }
+    run(cargo()
+        .args(["test", "-p", "kiln-infer", "--test", "fuzz", "--", "--nocapture"])
+        .env("KILN_FUZZ_SECONDS", (minutes * 60.0).to_string())
+        .env("KILN_FUZZ_CASES", u64::MAX.to_string())
+        .env("KILN_FUZZ_SEED", seed.to_string()))
 }
 
 fn demo() -> Result {
