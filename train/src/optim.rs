@@ -66,6 +66,22 @@ impl Adam {
         Adam { lr, beta1, beta2, eps: 1e-8, step: 0, params }
     }
 
+    /// The first parameter whose value or moments hold NaN or ±inf: (its name, which of the
+    /// three). A step taken on an exploded loss leaves them there, and every later step too.
+    pub fn first_non_finite(&self) -> Option<(String, &'static str)> {
+        let finite = |t: &Tensor| t.isfinite().all().int64_value(&[]) != 0;
+        self.params.iter().find_map(|(name, p, m, v)| {
+            let which = if !finite(p) {
+                "the weights"
+            } else if !finite(m) || !finite(v) {
+                "the optimiser's moments"
+            } else {
+                return None;
+            };
+            Some((name.clone(), which))
+        })
+    }
+
     /// Back-propagates `loss`, clips the gradients' global norm to `clip` if given, and takes one
     /// step.
     pub fn backward_step(&mut self, loss: &Tensor, clip: Option<f64>) {
@@ -137,5 +153,24 @@ impl Adam {
         }
         self.step = step;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finite_loss_can_leave_the_moments_infinite_and_that_is_found() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let w = vs.root().var("w", &[2], nn::Init::Const(1.0));
+        let mut adam = Adam::new(&vs, 1e-3);
+        adam.backward_step(&(&w * 2.0).sum(tch::Kind::Float), None);
+        assert_eq!(adam.first_non_finite(), None);
+        // A loss of 2e38 is a finite f32; its gradient squared is not.
+        let loss = (&w * 1e38).sum(tch::Kind::Float);
+        assert!(loss.double_value(&[]).is_finite());
+        adam.backward_step(&loss, None);
+        assert_eq!(adam.first_non_finite(), Some(("w".to_string(), "the optimiser's moments")));
     }
 }

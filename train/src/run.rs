@@ -116,6 +116,25 @@ pub fn check_export(
     Ok(diff)
 }
 
+/// The error that ends a run that diverged in `epoch` (`what` says how: a loss not a number,
+/// weights or optimiser state no longer finite), saying whether the last good checkpoint is there
+/// to resume from (one is saved only after an epoch passes these checks, so it never holds the
+/// bad state).
+pub fn diverged(epoch: usize, what: &str, checkpoint: Option<&Path>) -> anyhow::Error {
+    let kept = match checkpoint.filter(|p| p.exists()) {
+        Some(p) => {
+            format!("the last good checkpoint, {}, is kept: resume from it with a lower --lr", p.display())
+        }
+        None => "no checkpoint was saved before it: start again with a lower --lr".to_string(),
+    };
+    anyhow::anyhow!("training diverged in epoch {epoch}: {what}; {kept}")
+}
+
+/// What [`crate::optim::Adam::first_non_finite`] found, as [`diverged`] says it.
+pub fn non_finite((name, which): (String, &str)) -> String {
+    format!("{which} of `{name}` are no longer finite numbers")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

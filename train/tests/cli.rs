@@ -133,6 +133,21 @@ fn bad_input_is_one_clear_error_and_writes_nothing() {
         "--hidden, --layers and --context must be at least 1",
     );
     fails(&["lm", "--preset", "seed", "--dropout", "1.5"], "--dropout must be in [0, 1)");
+    // Clipping silently off would be worse than an error.
+    fails(
+        &["lm", "--preset", "seed", "--clip", "NaN"],
+        "--clip must be 0 (off) or a positive number, not NaN",
+    );
+    fails(&["lm", "--preset", "seed", "--clip=-1"], "--clip must be 0 (off) or a positive number, not -1");
+    // Picture options are checked before any picture is read (the folder does not even exist).
+    fails(
+        &["gan", "--data", "images:no/such/folder", "--image-size", "0", "--out", out_s],
+        "--image-size must be 28, 32 or 64, not 0",
+    );
+    fails(
+        &["gan", "--data", "images:no/such/folder", "--channels", "2", "--out", out_s],
+        "--channels must be 1 (grey) or 3 (colour), not 2",
+    );
     fails(&["lm", "--preset", "seed", "--context", "3"], "no training line has more than 3 words");
     let c = corpus(dir.path());
     fails(
@@ -255,6 +270,29 @@ fn gan_trains_exports_and_evaluates_and_refuses_bad_input() {
         &["eval", seed.to_str().unwrap(), "--data", "ring8"],
         "it is a next-word model, and this needs a generator model",
     );
+    // A run that diverges fails loud, writes no model and leaves no empty log folder.
+    let bad = tempfile::tempdir().unwrap();
+    let bad_out = bad.path().join("d.onnx");
+    fails(
+        &[
+            "gan",
+            "--data",
+            "ring8",
+            "--epochs",
+            "2",
+            "--steps-per-epoch",
+            "5",
+            "--lr",
+            "1e10",
+            "--device",
+            "cpu",
+        ]
+        .into_iter()
+        .chain(["--out", bad_out.to_str().unwrap()])
+        .collect::<Vec<_>>(),
+        "training diverged in epoch 1: a loss is not a number; no checkpoint was saved before it",
+    );
+    assert_eq!(std::fs::read_dir(bad.path()).unwrap().count(), 0, "a failed run left files");
 }
 
 /// MNIST-format files of `n` random 28×28 images (gzipped, as the data sets ship them).

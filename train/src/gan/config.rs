@@ -177,6 +177,17 @@ impl GanOptions {
     /// wrong path fails before a long load).
     pub fn load_data(&self) -> anyhow::Result<TrainData> {
         check_outputs(&self.out, &self.checkpoint)?;
+        // Before any picture is read: a folder of thousands would be loaded for nothing.
+        let folder = self.folder();
+        if DcganConfig::plan(folder.size as i64).is_none() {
+            bail!(
+                "--image-size must be 28, 32 or 64, not {}: the DCGAN makes 28×28, 32×32 or 64×64 images",
+                folder.size
+            );
+        }
+        if !matches!(folder.channels, 1 | 3) {
+            bail!("--channels must be 1 (grey) or 3 (colour), not {}", folder.channels);
+        }
         TrainData::load(&self.data, Some(self.folder()))
     }
 

@@ -347,6 +347,16 @@ struct EpochSums {
 }
 
 fn train_from(run: &GanRun, data: &TrainData, resume: Option<Saved>) -> anyhow::Result<GanOutcome> {
+    let created = run.log_dir.as_ref().filter(|d| !d.exists());
+    let result = train_epochs(run, data, resume);
+    // A run that fails leaves no empty log folder of its own behind (plots it drew stay).
+    if let (Err(_), Some(dir)) = (&result, created) {
+        let _ = std::fs::remove_dir(dir);
+    }
+    result
+}
+
+fn train_epochs(run: &GanRun, data: &TrainData, resume: Option<Saved>) -> anyhow::Result<GanOutcome> {
     let (arch, t) = (&run.model, &run.train);
     validate(t)?;
     let shape = data.sample_shape();
@@ -421,9 +431,15 @@ fn train_from(run: &GanRun, data: &TrainData, resume: Option<Saved>) -> anyhow::
             d_fake: sums.d_fake / k,
             seconds: t0.elapsed().as_secs_f64(),
         };
-        if !(e.d_loss.is_finite() && e.g_loss.is_finite()) {
+        // Losses can stay finite (1e31) while Adam's moments overflow: the state is checked too.
+        let bad = if !(e.d_loss.is_finite() && e.g_loss.is_finite()) {
+            Some("a loss is not a number".to_string())
+        } else {
+            trainer.g_opt.first_non_finite().or_else(|| trainer.d_opt.first_non_finite()).map(run::non_finite)
+        };
+        if let Some(what) = bad {
             bar.finish();
-            bail!("training diverged in epoch {} (a loss is not a number): try a lower --lr", e.epoch);
+            return Err(run::diverged(e.epoch, &what, run.checkpoint.as_deref()));
         }
         history.push(e);
         bar.set_message(format!("D(x) {:.3}  D(G(z)) {:.3}", e.d_real, e.d_fake));

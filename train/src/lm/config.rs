@@ -221,6 +221,11 @@ impl LmOptions {
                 run::check_output_folder(p, flag)?;
             }
         }
+        if let Some(c) = self.clip {
+            if !(c >= 0.0 && c.is_finite()) {
+                bail!("--clip must be 0 (off) or a positive number, not {c}");
+            }
+        }
         let seed = self.preset == Some(Preset::Seed);
         let d = if seed { &SEED_DEFAULTS } else { &CORPUS_DEFAULTS };
         let source = match (&self.corpus, seed) {

@@ -372,6 +372,10 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Saved>) -
             Examples::Windows(w) => epoch_run.windows(w, batch, run, &mut step_lr)?,
             Examples::Stream(s) => epoch_run.stream(s, batch, cfg.context as usize, device, &mut step_lr)?,
         };
+        if let Some(bad) = adam.first_non_finite() {
+            bar.finish();
+            return Err(run::diverged(epoch + 1, &run::non_finite(bad), run.checkpoint.as_deref()));
+        }
         let n = data.train.trained(batch);
         let words_per_second = n as f64 / t_train.elapsed().as_secs_f64();
         let stats = EpochStats {

@@ -76,37 +76,63 @@ pub struct Idx {
     pub data: Vec<u8>,
 }
 
-/// Parses IDX bytes (gzip-compressed or not, told apart by the gzip magic number).
+/// The most data bytes an IDX file may declare: 60,000 images of 28×28 are 47 MB; this is 40
+/// times that, and about a tenth of this machine class's memory once the images become floats.
+pub const MAX_IDX_BYTES: usize = 2_000_000_000;
+
+/// Parses IDX bytes (gzip-compressed or not, told apart by the gzip magic number). The header is
+/// checked before anything is allocated for the data, and a compressed file is expanded no
+/// further than its header says (so a small gzip file cannot expand to gigabytes first).
 pub fn parse_idx(bytes: &[u8]) -> anyhow::Result<Idx> {
-    let raw;
-    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).context("bad gzip data")?;
-        raw = out;
-        &raw[..]
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        read_idx(flate2::read::GzDecoder::new(bytes), None)
     } else {
-        bytes
+        read_idx(bytes, Some(bytes.len()))
+    }
+}
+
+/// Reads an IDX array from `r`, whose length is `len` when known.
+fn read_idx(mut r: impl std::io::Read, len: Option<usize>) -> anyhow::Result<Idx> {
+    // Errors other than an early end come from the gzip decoder.
+    let bad_gzip = |e: std::io::Error| anyhow::anyhow!("bad gzip data: {e}");
+    let mut magic = [0u8; 4];
+    let not_idx = "not an IDX file (it must start with two zero bytes)";
+    match r.read_exact(&mut magic) {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => bail!(not_idx),
+        other => other.map_err(bad_gzip)?,
+    }
+    if magic[0] != 0 || magic[1] != 0 {
+        bail!(not_idx);
+    }
+    if magic[2] != 0x08 {
+        bail!("IDX element type 0x{:02x} is not supported (only unsigned bytes, 0x08)", magic[2]);
+    }
+    let ndims = magic[3] as usize;
+    let mut header = vec![0u8; 4 * ndims];
+    match r.read_exact(&mut header) {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => bail!("the IDX header is cut short"),
+        other => other.map_err(bad_gzip)?,
+    }
+    let dims: Vec<usize> =
+        header.chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect();
+    let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_IDX_BYTES);
+    let Some(n) = n else {
+        bail!("the header says {dims:?}: more than the {MAX_IDX_BYTES} bytes an IDX file may hold");
     };
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
-        bail!("not an IDX file (it must start with two zero bytes)");
+    if let Some(len) = len {
+        let follow = len - 4 - 4 * ndims;
+        if follow != n {
+            bail!("the header says {dims:?} ({n} bytes) but {follow} bytes follow it");
+        }
     }
-    if bytes[2] != 0x08 {
-        bail!("IDX element type 0x{:02x} is not supported (only unsigned bytes, 0x08)", bytes[2]);
+    // One byte more than declared, to tell a longer file from an exact one.
+    let mut data = Vec::with_capacity(n.min(1 << 26));
+    r.take(n as u64 + 1).read_to_end(&mut data).map_err(bad_gzip)?;
+    if data.len() != n {
+        let more = if data.len() > n { "more".to_string() } else { data.len().to_string() };
+        bail!("the header says {dims:?} ({n} bytes) but {more} bytes follow it");
     }
-    let ndims = bytes[3] as usize;
-    let header = 4 + 4 * ndims;
-    if bytes.len() < header {
-        bail!("the IDX header is cut short");
-    }
-    let dims: Vec<usize> = bytes[4..header]
-        .chunks_exact(4)
-        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .collect();
-    let n: usize = dims.iter().product();
-    if bytes.len() - header != n {
-        bail!("the header says {dims:?} ({n} bytes) but {} bytes follow it", bytes.len() - header);
-    }
-    Ok(Idx { dims, data: bytes[header..].to_vec() })
+    Ok(Idx { dims, data })
 }
 
 fn find_idx(dir: &Path, name: &str) -> Option<PathBuf> {
@@ -261,9 +287,29 @@ mod tests {
         let short = idx_bytes(&[2, 2], &[1, 2, 3]);
         assert!(parse_idx(&short).unwrap_err().to_string().contains("3 bytes follow"));
         assert!(parse_idx(b"PNG....").unwrap_err().to_string().contains("not an IDX file"));
+        assert!(parse_idx(&[0, 0]).unwrap_err().to_string().contains("not an IDX file"));
         let mut float = idx_bytes(&[1], &[0, 0, 0, 0]);
         float[2] = 0x0d;
         assert!(parse_idx(&float).unwrap_err().to_string().contains("0x0d"));
+        // A header declaring 2^31 × 2^31 images is refused before anything is allocated.
+        let huge = idx_bytes(&[1 << 31, 1 << 31, 1], &[1, 2, 3]);
+        assert!(parse_idx(&huge).unwrap_err().to_string().contains("more than the 2000000000 bytes"));
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_expanded_no_further_than_its_header_says() {
+        // 300 MB of zeros after a header declaring 4 bytes: reading stops at the fifth (the
+        // message says "more" without counting them).
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, &idx_bytes(&[2, 2], &[])).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..300 {
+            std::io::Write::write_all(&mut gz, &zeros).unwrap();
+        }
+        let gz = gz.finish().unwrap();
+        assert!(gz.len() < 1_000_000, "{} bytes compressed", gz.len());
+        let e = parse_idx(&gz).unwrap_err().to_string();
+        assert!(e.contains("(4 bytes) but more bytes follow it"), "{e}");
     }
 
     #[test]
