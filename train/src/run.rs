@@ -135,6 +135,32 @@ pub fn non_finite((name, which): (String, &str)) -> String {
     format!("{which} of `{name}` are no longer finite numbers")
 }
 
+/// Refuses, before anything is allocated, a model whose `parameters` would not fit in the memory
+/// this machine has available: training holds each as an f32 four times (weights, gradients and
+/// Adam's two moments), before any activation. `sizes` names the flags that set the size.
+pub fn check_fits(parameters: u128, sizes: &str) -> anyhow::Result<()> {
+    let need = parameters.saturating_mul(16);
+    let Some(available) = available_memory() else { return Ok(()) };
+    if need > available as u128 {
+        let gb = |b: u128| b as f64 / 1e9;
+        anyhow::bail!(
+            "the model would have {parameters} parameters: {:.1} GB for its weights, gradients and \
+             Adam's moments, more than the {:.1} GB of memory available: use smaller {sizes}",
+            gb(need),
+            gb(available as u128)
+        );
+    }
+    Ok(())
+}
+
+/// Bytes of memory available to a new allocation (Linux's `MemAvailable`); `None` elsewhere.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb.saturating_mul(1024))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

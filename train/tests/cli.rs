@@ -133,6 +133,12 @@ fn bad_input_is_one_clear_error_and_writes_nothing() {
         "--hidden, --layers and --context must be at least 1",
     );
     fails(&["lm", "--preset", "seed", "--dropout", "1.5"], "--dropout must be in [0, 1)");
+    // Sizes no machine here could train are refused before libtorch is asked for them.
+    fails(&["lm", "--preset", "seed", "--hidden", "100000"], "of memory available: use smaller --hidden");
+    fails(
+        &["gan", "--data", "ring8", "--latent", "1000000000", "--out", out_s],
+        "of memory available: use smaller --latent",
+    );
     // Clipping silently off would be worse than an error.
     fails(
         &["lm", "--preset", "seed", "--clip", "NaN"],

@@ -49,6 +49,31 @@ impl DcganConfig {
     }
 
     /// G's channel widths: the first feature map's, then after each stride-2 layer.
+    /// Trainable values of G and D together, counted from the layer shapes (an upper bound
+    /// within BatchNorm's few per channel), in wide integers so absurd sizes cannot overflow.
+    pub fn parameters(&self) -> u128 {
+        let Some((s0, n)) = Self::plan(self.size) else { return 0 };
+        let w = |x: i64| x.max(0) as u128;
+        let mut total = 0u128;
+        let mut inputs = w(self.latent);
+        for i in 0..=n {
+            let out = if i < n { w(self.g_width) << (n - 1 - i).min(64) } else { w(self.channels) };
+            let k = if i == 0 { w(s0) } else { 4 };
+            total = total
+                .saturating_add(inputs.saturating_mul(out).saturating_mul(k * k))
+                .saturating_add(2 * out);
+            inputs = out;
+        }
+        let mut inputs = w(self.channels);
+        for i in 0..n {
+            let out = w(self.d_width) << i.min(64);
+            total =
+                total.saturating_add(inputs.saturating_mul(out).saturating_mul(16)).saturating_add(2 * out);
+            inputs = out;
+        }
+        total.saturating_add(inputs.saturating_mul(w(s0) * w(s0)))
+    }
+
     fn g_channels(&self) -> Vec<i64> {
         let (_, n) = self.checked_plan();
         let mut c: Vec<i64> = (0..n).map(|i| self.g_width << (n - 1 - i)).collect();

@@ -33,6 +33,22 @@ pub struct MlpGanConfig {
 }
 
 impl MlpGanConfig {
+    /// Trainable values of G and D together (an upper bound: BatchNorm and maxout counted
+    /// generously), in wide integers so absurd sizes cannot overflow.
+    pub fn parameters(&self) -> u128 {
+        let w = |x: i64| x.max(0) as u128;
+        let layer = |i: u128, o: u128| i.saturating_mul(o).saturating_add(o);
+        let (h, m) = (w(self.hidden), w(self.maxout).max(1));
+        let g = layer(w(self.latent), h)
+            .saturating_add(layer(h, h).saturating_mul(w(self.g_layers).saturating_sub(1)))
+            .saturating_add(layer(h, w(self.dim)))
+            .saturating_add(h.saturating_mul(4).saturating_mul(w(self.g_layers)));
+        let d = layer(w(self.dim).saturating_mul(w(self.pack)), h.saturating_mul(m))
+            .saturating_add(layer(h, h.saturating_mul(m)).saturating_mul(w(self.d_layers).saturating_sub(1)))
+            .saturating_add(layer(h, 1));
+        g.saturating_add(d)
+    }
+
     /// The exporter's view of a [`Generator`] held in `vs` (BatchNorm with its running
     /// statistics).
     pub fn generator_stack(&self, vs: &nn::VarStore) -> anyhow::Result<Vec<GenLayer>> {

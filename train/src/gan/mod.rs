@@ -33,6 +33,14 @@ pub enum GanArch {
 }
 
 impl GanArch {
+    /// Trainable values of G and D together (an upper bound).
+    pub fn parameters(&self) -> u128 {
+        match self {
+            GanArch::Mlp(c) => c.parameters(),
+            GanArch::Dcgan(c) => c.parameters(),
+        }
+    }
+
     pub fn latent(&self) -> i64 {
         match self {
             GanArch::Mlp(c) => c.latent,
@@ -97,6 +105,36 @@ impl Discriminator {
         match self {
             Discriminator::Mlp(d) => d.forward(x),
             Discriminator::Dcgan(d) => d.forward(x),
+        }
+    }
+}
+
+#[cfg(test)]
+mod parameter_tests {
+    use super::*;
+
+    /// The bound from the configuration is at least what G and D hold, and not far above it.
+    #[test]
+    fn parameters_bound_what_g_and_d_hold() {
+        let mlp = mlp::MlpGanConfig {
+            latent: 3,
+            hidden: 16,
+            g_layers: 3,
+            d_layers: 2,
+            dim: 2,
+            batch_norm: true,
+            pack: 2,
+            maxout: 3,
+        };
+        let dcgan = dcgan::DcganConfig { latent: 10, channels: 1, size: 28, g_width: 8, d_width: 8 };
+        for arch in [GanArch::Mlp(mlp), GanArch::Dcgan(dcgan)] {
+            let (g_vs, d_vs) = (nn::VarStore::new(tch::Device::Cpu), nn::VarStore::new(tch::Device::Cpu));
+            let _g = Generator::new(&arch, &(g_vs.root() / "g"));
+            let _d = Discriminator::new(&arch, &(d_vs.root() / "d"));
+            let held: usize =
+                [&g_vs, &d_vs].iter().flat_map(|vs| vs.trainable_variables()).map(|t| t.numel()).sum();
+            let bound = arch.parameters();
+            assert!(bound >= held as u128 && bound <= held as u128 * 11 / 10, "{arch:?}: {bound} for {held}");
         }
     }
 }

@@ -81,6 +81,27 @@ pub struct LmConfig {
     pub tie_weights: bool,
 }
 
+impl LmConfig {
+    /// Trainable values of the model, in wide integers so absurd sizes cannot overflow.
+    pub fn parameters(&self) -> u128 {
+        let w = |x: i64| x.max(0) as u128;
+        let (v, h) = (w(self.vocab), w(self.hidden));
+        let (embedding, mut width) = match self.input {
+            InputKind::OneHot => (0, v),
+            InputKind::Embedding { dim } => (v.saturating_mul(w(dim)), w(dim)),
+        };
+        let mut total = embedding;
+        for _ in 0..self.layers.max(0) {
+            let gates = h.saturating_mul(4);
+            total =
+                total.saturating_add(gates.saturating_mul(width.saturating_add(h)).saturating_add(2 * gates));
+            width = h;
+        }
+        let head = if self.tie_weights { v } else { h.saturating_mul(v).saturating_add(v) };
+        total.saturating_add(head)
+    }
+}
+
 /// Largest vocabulary allowed with one-hot input: the export stores a `vocab × vocab` identity.
 pub const MAX_ONE_HOT_VOCAB: i64 = 4096;
 
@@ -154,5 +175,34 @@ impl TextLstm {
         let (_, (h, c)) = self.lstm.seq(&x, state, train);
         let last = h.get(self.lstm.layers - 1).dropout(self.config.dropout, train); // [batch, hidden]
         (self.head.forward(&last), (h, c))
+    }
+}
+
+#[cfg(test)]
+mod parameter_tests {
+    use super::*;
+
+    /// The count from the configuration is the count of values the model's VarStore holds.
+    #[test]
+    fn parameters_are_counted_as_the_model_holds_them() {
+        for (input, tie) in [
+            (InputKind::OneHot, false),
+            (InputKind::Embedding { dim: 6 }, true),
+            (InputKind::Embedding { dim: 4 }, false),
+        ] {
+            let cfg = LmConfig {
+                vocab: 11,
+                input,
+                hidden: 6,
+                layers: 2,
+                dropout: 0.0,
+                context: 3,
+                tie_weights: tie,
+            };
+            let vs = nn::VarStore::new(tch::Device::Cpu);
+            let _model = TextLstm::new(&vs.root(), &cfg);
+            let held: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+            assert_eq!(cfg.parameters(), held as u128, "{cfg:?}");
+        }
     }
 }

@@ -320,6 +320,7 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Saved>) -
             cfg.vocab
         );
     }
+    run::check_fits(cfg.parameters(), "--hidden, --embed, --layers or --max-vocab")?;
     let device = run.device;
     tch::manual_seed(run.train.seed as i64);
     let mut vs = nn::VarStore::new(device);
