@@ -114,6 +114,11 @@ pub fn load(path: &Path, kind: Kind) -> Result<Loaded, CheckpointError> {
         }
         let data: Vec<f32> =
             view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        // Training never saves a state that is not finite (it stops first), so one here means
+        // the file was damaged: say so, rather than let the resumed run "diverge".
+        if let Some(bad) = data.iter().find(|v| !v.is_finite()) {
+            return Err(err(format!("tensor {name} holds {bad}: the file is damaged")));
+        }
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         tensors.insert(name, Tensor::from_slice(&data).reshape(shape));
     }
@@ -218,5 +223,17 @@ mod tests {
         let (_dir, path) = saved(NEXT_WORD, Some(NEXT_WORD.format + 1));
         let e = load(&path, NEXT_WORD).unwrap_err().to_string();
         assert!(e.contains("newer than this kiln reads") && e.contains("upgrade kiln"), "{e}");
+    }
+
+    #[test]
+    fn a_damaged_tensor_is_blamed_on_the_file() {
+        let (_dir, path) = saved(GAN, None);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // The last 4 bytes are w's second value: make it NaN.
+        let n = bytes.len();
+        bytes[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+        std::fs::write(&path, bytes).unwrap();
+        let e = load(&path, GAN).unwrap_err().to_string();
+        assert!(e.contains("tensor w holds NaN: the file is damaged"), "{e}");
     }
 }
