@@ -9,7 +9,9 @@
 //!   1e-3 of x86_64's, value by value;
 //! - `bench` runs and times what it was asked to;
 //! - each binary is an ELF file for its machine within its size budget, and the musl ones are
-//!   static (no program interpreter).
+//!   static (no program interpreter);
+//! - the x86_64 release build answers every misuse of `kiln` we know of (bad flags, hostile and
+//!   broken model files, outputs it must not write) with exit 1 and one `error:` line.
 //!
 //! armv7 runs twice: with tract's NEON kernels (Raspberry Pi 2 and later on a 32-bit OS) and
 //! without them (`TRACT_CPU_ARM32_NEON=false`, the path of ARM cores without NEON).
@@ -317,4 +319,130 @@ fn binaries_fit_their_size_budgets_and_target_their_machines() {
         assert_eq!(m, machine, "{}: ELF machine", d.name);
         assert_eq!(!interp, is_static, "{}: statically linked?", d.name);
     }
+}
+
+/// Every way of misusing `kiln` we know of, run on the release build users get (`panic =
+/// "abort"`): each must end with exit 1 and exactly one `error:` line (clap's usage errors: exit
+/// 2), no "panicked", no signal, in bounded time. The model files are made here from the shipped
+/// ones.
+#[test]
+fn the_release_build_answers_every_misuse_with_one_error_line() {
+    use kiln_infer::pb::ModelProto;
+    use prost::Message;
+    let bin = binary(&X86_64);
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let model = |name: &str| root().join("models").join(name).to_str().unwrap().to_string();
+    let readme = root().join("README.md").to_str().unwrap().to_string();
+    let (seed, ring, fashion) =
+        (model("seed-lstm.onnx"), model("ring8-gan.onnx"), model("fashion-dcgan.onnx"));
+    let proto = |path: &str| ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
+
+    // Files: empty, cut in half, binary text, metadata that lies, NaN weights, outputs of the
+    // wrong shape (a Squeeze in the LSTM), a tract assertion (an Expand to a negative size: kiln's
+    // panic hook), 100k nodes.
+    std::fs::write(at("empty.onnx"), b"").unwrap();
+    let bytes = std::fs::read(&fashion).unwrap();
+    std::fs::write(at("cut.onnx"), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(at("binary.txt"), [0xff, 0xfe, 0x00, 0x80]).unwrap();
+    let mut lies = proto(&seed);
+    lies.metadata_props.iter_mut().find(|p| p.key == "kiln.hidden").unwrap().value = "6".into();
+    std::fs::write(at("lies.onnx"), lies.encode_to_vec()).unwrap();
+    let mut nan = proto(&seed);
+    for t in &mut nan.graph.as_mut().unwrap().initializer {
+        if t.data_type == 1 {
+            t.raw_data = f32::NAN.to_le_bytes().repeat(t.raw_data.len() / 4);
+        }
+    }
+    std::fs::write(at("nan.onnx"), nan.encode_to_vec()).unwrap();
+    let coin = root().join("infer/tests/fixtures/tiny-coin-stream.onnx");
+    let mut squeeze = proto(coin.to_str().unwrap());
+    squeeze.graph.as_mut().unwrap().node[8].op_type = "Squeeze".into();
+    std::fs::write(at("squeeze.onnx"), squeeze.encode_to_vec()).unwrap();
+    let image = root().join("infer/tests/fixtures/tiny-image-generator.onnx");
+    let mut expand = proto(image.to_str().unwrap());
+    expand.graph.as_mut().unwrap().node[2].op_type = "Expand".into();
+    std::fs::write(at("expand.onnx"), expand.encode_to_vec()).unwrap();
+    let mut chain = proto(&ring);
+    {
+        let g = chain.graph.as_mut().unwrap();
+        let mut last = g.output[0].name.clone();
+        for i in 0..100_000 {
+            let next = format!("c{i}");
+            g.node.push(kiln_infer::pb::NodeProto {
+                op_type: "Identity".into(),
+                input: vec![last],
+                output: vec![next.clone()],
+                ..Default::default()
+            });
+            last = next;
+        }
+        g.output[0].name = last;
+    }
+    std::fs::write(at("chain.onnx"), chain.encode_to_vec()).unwrap();
+    std::fs::write(at("text.txt"), "<unk> <unk>\n").unwrap();
+
+    let cases: Vec<(Vec<String>, i32, &str)> = [
+        (vec!["info", "no/such.onnx"], 1, "no/such.onnx"),
+        (vec!["info", &at("empty.onnx")], 1, "empty.onnx"),
+        (vec!["info", &readme], 1, "README.md"),
+        (vec!["info", "/dev/zero", "--max-model-mb", "1"], 1, "more than 1000000 bytes"),
+        (vec!["info", &at("cut.onnx")], 1, "cut.onnx"),
+        (vec!["info", &at("lies.onnx")], 1, "metadata `kiln.hidden` says 6"),
+        (vec!["predict", &at("nan.onnx"), "i like"], 1, "NaN"),
+        (vec!["score", &at("squeeze.onnx"), &at("text.txt")], 1, "the model computed logits_all of shape"),
+        (vec!["info", &at("expand.onnx")], 1, "internal failure while reading or running the model"),
+        (vec!["info", &at("chain.onnx")], 1, "more than 10000 graph nodes"),
+        (vec!["predict", &seed, ""], 1, "prompt"),
+        (vec!["predict", &seed, "i like", "-k", "0"], 1, "-k"),
+        (vec!["generate", &seed, "i", "-n", "0"], 1, "-n must be at least 1"),
+        (vec!["generate", &seed, "i", "--temperature", "-1"], 1, "--temperature"),
+        (vec!["generate", &seed, "i", "-n", "100000000", "--json"], 1, "at most 100000"),
+        (vec!["predict", &seed, "zebra"], 1, "zebra"),
+        (vec!["predict", &ring, "i like"], 1, "generator"),
+        (vec!["sample", &seed], 1, "next-word"),
+        (vec!["sample", &ring, "-n", "0"], 1, "-n must be at least 1"),
+        (vec!["sample", &fashion], 1, "write them with -o FILE.png"),
+        (vec!["sample", &fashion, "-n", "100000", "-o", &at("x.png")], 1, "4096×4096"),
+        (vec!["sample", &ring, "-o", &at("x.txt")], 1, ".png, .csv or .npy"),
+        (vec!["sample", &ring, "-o", &at("x.csv"), "--save-noise", &at("x.csv")], 1, "the same file"),
+        (vec!["sample", &ring, "-o", &at("x.npy"), "--save-noise", &at("no/dir/z.npy")], 1, "cannot write"),
+        (vec!["bench", &ring, "--batch", "100000000"], 1, "--max-call-mb"),
+        (vec!["interpolate", &ring, "--from", "1", "--to", "2", "--steps", "1"], 1, "--steps"),
+        (vec!["score", &seed, "no/such.txt"], 1, "no/such.txt"),
+        (vec!["score", &seed, &at("binary.txt")], 1, "UTF-8"),
+        (vec!["frobnicate"], 2, "frobnicate"),
+        (vec!["predict"], 2, "required"),
+    ]
+    .into_iter()
+    .map(|(args, code, says)| (args.into_iter().map(str::to_string).collect(), code, says))
+    .collect();
+    let files = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = files();
+    let mut wrong = Vec::new();
+    for (args, code, says) in &cases {
+        let start = std::time::Instant::now();
+        let out = Command::new(&bin).args(args).current_dir(dir.path()).output().unwrap();
+        let took = start.elapsed().as_secs_f64();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let one_line = *code == 2 || (stderr.starts_with("error: ") && stderr.lines().count() == 1);
+        if out.status.code() != Some(*code)
+            || !one_line
+            || stderr.contains("panicked")
+            || !stderr.contains(says)
+            || took > 10.0
+        {
+            wrong.push(format!("kiln {args:?}: {:?} after {took:.1} s, stderr {stderr:?}", out.status));
+        }
+    }
+    // Nothing was written by the failing commands: only the files made above are there.
+    assert_eq!(files(), before, "files written by failing commands");
+    assert!(wrong.is_empty(), "{} of {} cases:\n{}", wrong.len(), cases.len(), wrong.join("\n"));
 }
