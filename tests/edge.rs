@@ -11,7 +11,8 @@
 //! - each binary is an ELF file for its machine within its size budget, and the musl ones are
 //!   static (no program interpreter);
 //! - the x86_64 release build answers every misuse of `kiln` we know of (bad flags, hostile and
-//!   broken model files, outputs it must not write) with exit 1 and one `error:` line.
+//!   broken model files, outputs it must not write) with exit 1 and one `error:` line, within
+//!   10 s and 200 MB each.
 //!
 //! armv7 runs twice: with tract's NEON kernels (Raspberry Pi 2 and later on a 32-bit OS) and
 //! without them (`TRACT_CPU_ARM32_NEON=false`, the path of ARM cores without NEON).
@@ -324,7 +325,7 @@ fn binaries_fit_their_size_budgets_and_target_their_machines() {
 /// Every way of misusing `kiln` we know of, run on the release build users get (`panic =
 /// "abort"`): each must end with exit 1 and exactly one `error:` line (clap's usage errors: exit
 /// 2), no "panicked", no signal, in bounded time. The model files are made here from the shipped
-/// ones.
+/// ones. Each process's peak memory must stay under 200 MB.
 #[test]
 fn the_release_build_answers_every_misuse_with_one_error_line() {
     use kiln_infer::pb::ModelProto;
@@ -429,10 +430,13 @@ fn the_release_build_answers_every_misuse_with_one_error_line() {
     let mut wrong = Vec::new();
     for (args, code, says) in &cases {
         let start = std::time::Instant::now();
-        let out = Command::new(&bin).args(args).current_dir(dir.path()).output().unwrap();
+        let (out, peak) = run_measured(Command::new(&bin).args(args).current_dir(dir.path()));
         let took = start.elapsed().as_secs_f64();
         let stderr = String::from_utf8_lossy(&out.stderr);
         let one_line = *code == 2 || (stderr.starts_with("error: ") && stderr.lines().count() == 1);
+        if peak > 200_000_000 {
+            wrong.push(format!("kiln {args:?}: {} MB at its peak", peak / 1_000_000));
+        }
         if out.status.code() != Some(*code)
             || !one_line
             || stderr.contains("panicked")
@@ -445,4 +449,26 @@ fn the_release_build_answers_every_misuse_with_one_error_line() {
     // Nothing was written by the failing commands: only the files made above are there.
     assert_eq!(files(), before, "files written by failing commands");
     assert!(wrong.is_empty(), "{} of {} cases:\n{}", wrong.len(), cases.len(), wrong.join("\n"));
+}
+
+/// Runs `cmd` to its end, returning its output and its peak resident memory in bytes (the
+/// kernel's `ru_maxrss` of that one process, from `wait4`). An upper bound: Linux counts the
+/// resident pages of the test process it was spawned from too (about 44 MB here).
+// The child is reaped by `wait4` below, which `Child::wait` would not let us call.
+#[allow(clippy::zombie_processes)]
+fn run_measured(cmd: &mut Command) -> (std::process::Output, u64) {
+    use std::io::Read as _;
+    use std::process::Stdio;
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = Vec::new();
+    child.stderr.take().unwrap().read_to_end(&mut stderr).unwrap();
+    let mut status = 0;
+    // SAFETY: rusage is plain data, written by wait4 for the child this process spawned (and has
+    // not waited for through `Child`, so the pid is still its own).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed");
+    let status = std::os::unix::process::ExitStatusExt::from_raw(status);
+    let out = std::process::Output { status, stdout: Vec::new(), stderr };
+    (out, usage.ru_maxrss as u64 * 1024)
 }
