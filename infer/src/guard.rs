@@ -46,6 +46,7 @@ pub(crate) fn check_structure(graph: &GraphProto) -> Result<(), String> {
             }
         }
     }
+    let ranks = ranks(graph);
     for node in &graph.node {
         let name = || {
             if node.name.is_empty() {
@@ -67,7 +68,7 @@ pub(crate) fn check_structure(graph: &GraphProto) -> Result<(), String> {
             // tract reads the channel axis of these without a bounds check.
             "BatchNormalization" | "InstanceNormalization" => {
                 let data = node.input.first().map(String::as_str).unwrap_or("");
-                if rank_of(graph, data).is_some_and(|r| r < 2) {
+                if ranks.get(data).is_some_and(|&r| r < 2) {
                     return Err(format!("{} normalises `{data}`, which has no channel axis", name()));
                 }
             }
@@ -138,15 +139,72 @@ pub(crate) fn check_structure(graph: &GraphProto) -> Result<(), String> {
 /// More axes than any tensor a model computes has.
 const MAX_RANK: i64 = 16;
 
-/// The rank of a graph input or initializer, where the file declares it.
-fn rank_of(graph: &GraphProto, name: &str) -> Option<usize> {
+/// The ranks of the graph's values, where they follow from the file without tract: declared
+/// inputs, initializers, `Constant` nodes, and through the ops whose output rank follows from
+/// their inputs' (element-wise ops, `Gemm`, convolutions, normalisations, `Flatten`, `Transpose`,
+/// `Reshape` to a constant shape, `Squeeze`/`Unsqueeze` with attribute axes). Others are unknown.
+fn ranks(graph: &GraphProto) -> HashMap<&str, usize> {
     use tract_onnx::pb::type_proto::Value as Type;
-    if let Some(t) = graph.initializer.iter().find(|t| t.name == name) {
-        return Some(t.dims.len());
+    let mut rank: HashMap<&str, usize> = HashMap::new();
+    for v in &graph.input {
+        if let Some(Type::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            if let Some(s) = &t.shape {
+                rank.insert(&v.name, s.dim.len());
+            }
+        }
     }
-    let v = graph.input.iter().find(|v| v.name == name)?;
-    let Type::TensorType(t) = v.r#type.as_ref()?.value.as_ref()?;
-    t.shape.as_ref().map(|s| s.dim.len())
+    for t in &graph.initializer {
+        rank.insert(&t.name, t.dims.len());
+    }
+    let shapes: HashMap<&str, usize> =
+        graph.initializer.iter().filter_map(|t| Some((t.name.as_str(), int_values(t)?.len()))).collect();
+    for node in &graph.node {
+        let input = |i: usize| node.input.get(i).and_then(|n| rank.get(n.as_str())).copied();
+        let axes = node.attribute.iter().find(|a| a.name == "axes").map(|a| a.ints.len());
+        let out = match node.op_type.as_str() {
+            "Constant" => attr_tensor(node).map(|t| t.dims.len()),
+            "Relu"
+            | "LeakyRelu"
+            | "Tanh"
+            | "Sigmoid"
+            | "Identity"
+            | "Dropout"
+            | "Cast"
+            | "Neg"
+            | "Abs"
+            | "Exp"
+            | "Log"
+            | "Sqrt"
+            | "Softmax"
+            | "LogSoftmax"
+            | "Clip"
+            | "Elu"
+            | "Selu"
+            | "HardSigmoid"
+            | "Conv"
+            | "ConvTranspose"
+            | "BatchNormalization"
+            | "InstanceNormalization"
+            | "MaxPool"
+            | "AveragePool"
+            | "Transpose" => input(0),
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" => node
+                .input
+                .iter()
+                .map(|n| rank.get(n.as_str()).copied())
+                .collect::<Option<Vec<_>>>()
+                .and_then(|r| r.into_iter().max()),
+            "Gemm" | "Flatten" => Some(2),
+            "Reshape" => node.input.get(1).and_then(|n| shapes.get(n.as_str())).copied(),
+            "Unsqueeze" => input(0).zip(axes).map(|(r, a)| r + a),
+            "Squeeze" => input(0).zip(axes).and_then(|(r, a)| r.checked_sub(a)),
+            _ => None,
+        };
+        if let (Some(r), Some(o)) = (out, node.output.first()) {
+            rank.insert(o, r);
+        }
+    }
+    rank
 }
 
 /// Small integer tensors longer than this are not followed (shapes and repeats are short).
@@ -438,6 +496,45 @@ mod tests {
     }
 
     #[test]
+    fn normalising_a_tensor_without_channels_is_refused_where_its_rank_follows() {
+        // x [batch] → Relu → BatchNormalization: rank 1 through the Relu.
+        use tract_onnx::pb::{tensor_shape_proto::Dimension, type_proto, TensorShapeProto, TypeProto};
+        let shape = TensorShapeProto { dim: vec![Dimension::default()] };
+        let tensor = type_proto::Tensor { elem_type: 1, shape: Some(shape) };
+        let x = ValueInfoProto {
+            name: "x".into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(tensor)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let bn = NodeProto {
+            input: vec!["r".into(), "s".into(), "b".into(), "m".into(), "v".into()],
+            ..node("BatchNormalization", &[], "y")
+        };
+        let inits = ["s", "b", "m", "v"].map(|n| TensorProto {
+            name: n.into(),
+            dims: vec![1],
+            data_type: 1,
+            float_data: vec![1.0],
+            ..Default::default()
+        });
+        let mut g = GraphProto {
+            input: vec![x],
+            initializer: inits.to_vec(),
+            node: vec![node("Relu", &["x"], "r"), bn],
+            ..Default::default()
+        };
+        let e = check_structure(&g).unwrap_err();
+        assert!(e.contains("normalises `r`, which has no channel axis"), "{e}");
+        // Through a Gemm (rank 2) it is fine.
+        g.node[0].op_type = "Gemm".into();
+        g.node[0].input = vec!["x".into(), "s".into()];
+        assert!(check_structure(&g).is_ok());
+    }
+
+    #[test]
     fn the_shipped_models_pass() {
         for name in [
             "seed-lstm.onnx",
@@ -450,6 +547,7 @@ mod tests {
             use tract_onnx::tract_hir::prelude::Framework as _;
             let m = tract_onnx::onnx().proto_model_for_read(&mut &bytes[..]).unwrap();
             assert!(check_constants(m.graph.as_ref().unwrap(), MB).is_ok(), "{name}");
+            assert_eq!(check_structure(m.graph.as_ref().unwrap()), Ok(()), "{name}");
         }
     }
 }
