@@ -156,8 +156,10 @@ impl NextWordMeta {
         if meta.vocab.is_empty() {
             return Err(malformed(key::VOCAB, "the vocabulary is empty"));
         }
-        if meta.context == 0 || meta.layers == 0 || meta.hidden == 0 {
-            return Err(malformed(key::CONTEXT, "context, layers and hidden must be positive"));
+        for (k, v) in [(key::CONTEXT, meta.context), (key::LAYERS, meta.layers), (key::HIDDEN, meta.hidden)] {
+            if v == 0 {
+                return Err(malformed(k, "it must be at least 1"));
+            }
         }
         if meta.stream && !meta.vocab.iter().any(|w| w == EOS) {
             return Err(malformed(key::VOCAB, "a stream model's vocabulary must hold <eos>"));
@@ -203,8 +205,11 @@ impl GeneratorMeta {
             dataset: get(key::DATASET)?.clone(),
             train_config: train_config(props)?,
         };
-        if meta.latent == 0 || meta.output_shape.is_empty() || meta.output_shape.contains(&0) {
-            return Err(malformed(key::OUTPUT_SHAPE, "latent size and sample shape must be positive"));
+        if meta.latent == 0 {
+            return Err(malformed(key::LATENT, "it must be at least 1"));
+        }
+        if meta.output_shape.is_empty() || meta.output_shape.contains(&0) {
+            return Err(malformed(key::OUTPUT_SHAPE, "every dimension of a sample must be at least 1"));
         }
         Ok(meta)
     }
@@ -265,6 +270,17 @@ mod tests {
             hidden: 8,
             stream: false,
             train_config: serde_json::json!({"epochs": 4}),
+        }
+    }
+
+    /// A zero is blamed on the key that holds it.
+    #[test]
+    fn a_zero_size_names_its_own_key() {
+        for k in [key::CONTEXT, key::LAYERS, key::HIDDEN] {
+            let mut props: BTreeMap<_, _> = meta().to_props().into_iter().collect();
+            props.insert(k.into(), "0".into());
+            let e = NextWordMeta::from_props(&props).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{k}`")) && e.contains("at least 1"), "{e}");
         }
     }
 
