@@ -141,10 +141,10 @@ impl GeneratorModel {
         let (a, b) = (noise::normal(from, latent), noise::normal(to, latent));
         let mut done = 0;
         self.chunks(steps, move |rows| {
-            let z: Vec<f32> =
-                (done..done + rows).flat_map(|i| slerp(&a, &b, i as f64 / (steps - 1) as f64)).collect();
+            let z: Vec<Vec<f32>> =
+                (done..done + rows).map(|i| slerp(&a, &b, i as f64 / (steps - 1) as f64)).collect();
             done += rows;
-            Array2::from_shape_vec((rows, latent), z).unwrap_or_else(|_| Array2::zeros((rows, latent)))
+            Array2::from_shape_fn((rows, latent), |(r, c)| z[r][c])
         })
     }
 

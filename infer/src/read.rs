@@ -397,28 +397,22 @@ impl CallSize {
                 }
             }
         }
-        let unit = typed
-            .nodes
-            .iter()
-            .flat_map(|n| &n.outputs)
-            .filter(|o| !o.fact.shape.is_concrete())
-            .filter_map(|o| {
-                let dims = o.fact.shape.eval_to_usize(&ones).ok()?;
+        let (mut unit, mut fixed) = (0u64, 0u64);
+        for fact in typed.nodes.iter().flat_map(|n| &n.outputs).map(|o| &o.fact) {
+            let bytes = |dims: &[usize]| {
                 let volume = dims.iter().fold(1u64, |v, &d| v.saturating_mul(d as u64));
-                Some(volume.saturating_mul(o.fact.datum_type.size_of() as u64))
-            })
-            .fold(0u64, u64::saturating_add);
-        let fixed = typed
-            .nodes
-            .iter()
-            .flat_map(|n| &n.outputs)
-            .filter(|o| o.fact.konst.is_none())
-            .filter_map(|o| {
-                let dims = o.fact.shape.as_concrete()?;
-                let volume = dims.iter().fold(1u64, |v, &d| v.saturating_mul(d as u64));
-                Some(volume.saturating_mul(o.fact.datum_type.size_of() as u64))
-            })
-            .fold(0u64, u64::saturating_add);
+                volume.saturating_mul(fact.datum_type.size_of() as u64)
+            };
+            match fact.shape.as_concrete() {
+                Some(dims) if fact.konst.is_none() => fixed = fixed.saturating_add(bytes(dims)),
+                Some(_) => {}
+                None => {
+                    if let Ok(dims) = fact.shape.eval_to_usize(&ones) {
+                        unit = unit.saturating_add(bytes(&dims));
+                    }
+                }
+            }
+        }
         CallSize { symbols, unit, fixed, max }
     }
 

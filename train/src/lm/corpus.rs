@@ -74,21 +74,24 @@ pub fn build_stream_vocab(lines: &[Vec<String>], options: &VocabOptions) -> Voca
     Vocab::new(out)
 }
 
-/// Token ids of `lines` as one stream: `<eos>`, then each line's words followed by `<eos>`
-/// (the vocabulary must hold both `<eos>` and `<unk>`). Returns the ids and how many words were
-/// read as `<unk>`.
-pub fn stream(lines: &[Vec<String>], vocab: &Vocab) -> (Vec<i64>, usize) {
-    let eos = vocab.id(EOS).expect("a stream vocabulary holds <eos>") as i64;
+/// Token ids of `lines` as one stream: `<eos>`, then each line's words followed by `<eos>`.
+/// Returns the ids and how many words were read as `<unk>`; a vocabulary without `<eos>` or
+/// `<unk>` (one read from a damaged checkpoint) is an error.
+pub fn stream(lines: &[Vec<String>], vocab: &Vocab) -> anyhow::Result<(Vec<i64>, usize)> {
+    if !(vocab.contains(EOS) && vocab.unk().is_some()) {
+        anyhow::bail!("the vocabulary has no <eos> or no <unk>, which stream training needs");
+    }
+    let eos = vocab.id(EOS)? as i64;
     let mut ids = vec![eos];
     let mut unknown = 0;
     for line in lines {
         for w in line {
             unknown += usize::from(!vocab.contains(w));
-            ids.push(vocab.id(w).expect("a stream vocabulary holds <unk>") as i64);
+            ids.push(vocab.id(w)? as i64);
         }
         ids.push(eos);
     }
-    (ids, unknown)
+    Ok((ids, unknown))
 }
 
 /// Tokenises `text` line by line, dropping empty lines.
@@ -218,9 +221,12 @@ mod tests {
         let v = build_stream_vocab(&l, &all(1, Some(3)));
         // <unk>, <eos>, then the most frequent word only: max_vocab counts all three.
         assert_eq!(v.words(), ["<unk>", "<eos>", "a"].map(String::from));
-        let (ids, unknown) = stream(&l, &v);
+        let (ids, unknown) = stream(&l, &v).unwrap();
         assert_eq!(ids, [1, 2, 0, 2, 1, 0, 2, 1]);
         assert_eq!(unknown, 2);
+        // A vocabulary without <eos> (a damaged checkpoint's) is an error, not a panic.
+        let damaged = Vocab::new(["<unk>", "a"].map(String::from).to_vec());
+        assert!(stream(&l, &damaged).unwrap_err().to_string().contains("no <eos> or no <unk>"));
     }
 
     #[test]

@@ -166,13 +166,9 @@ pub fn prepare_data(train: &TrainConfig, context: usize, vocab: Option<Vocab>) -
         None => corpus::build_vocab(&train_lines, &train.vocab),
     };
     if stream {
-        // A vocabulary from a checkpoint is the file's word: check what streams need of it.
-        if !(vocab.contains(kiln_infer::contract::EOS) && vocab.unk().is_some()) {
-            bail!("the vocabulary has no <eos> or no <unk>, which stream training needs: the checkpoint is damaged");
-        }
-        let (train_ids, _) = corpus::stream(&train_lines, &vocab);
+        let (train_ids, _) = corpus::stream(&train_lines, &vocab)?;
         let (valid_ids, valid_unknown) =
-            if valid_lines.is_empty() { (Vec::new(), 0) } else { corpus::stream(&valid_lines, &vocab) };
+            if valid_lines.is_empty() { (Vec::new(), 0) } else { corpus::stream(&valid_lines, &vocab)? };
         let words = train_ids.len();
         let train_examples = Examples::Stream(train_ids);
         let streams = train_examples.batch(train.batch_size);
