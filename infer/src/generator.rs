@@ -37,7 +37,7 @@ impl GeneratorModel {
     }
 
     pub(crate) fn from_file(file: ModelFile) -> Result<Self> {
-        let ModelFile { name, graph, props, limits } = file;
+        let ModelFile { name, graph, props, limits, .. } = file;
         let meta = GeneratorMeta::from_props(&props)
             .map_err(|source| Error::Contract { path: name.clone(), source })?;
         let source = graph.clone();

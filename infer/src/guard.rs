@@ -341,7 +341,7 @@ fn element_bytes(data_type: i32) -> u128 {
 }
 
 /// The integer values of a small int64 or int32 tensor.
-fn int_values(t: &TensorProto) -> Option<Vec<i64>> {
+pub(crate) fn int_values(t: &TensorProto) -> Option<Vec<i64>> {
     let len = t.dims.iter().try_fold(1i64, |a, &d| a.checked_mul(d).filter(|&n| n >= 0))? as usize;
     if len > MAX_TRACKED {
         return None;

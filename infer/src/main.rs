@@ -62,7 +62,7 @@ enum Command {
         /// The text (UTF-8), read line by line as the model was trained.
         text: PathBuf,
         #[command(flatten)]
-        limits: LimitArgs,
+        load: LoadArgs,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -194,13 +194,17 @@ struct LoadArgs {
     /// vocabulary's words in index order.
     #[arg(long, value_name = "FILE")]
     vocab: Option<PathBuf>,
+    /// For a recurrent model without kiln metadata whose graph does not show it: how its token
+    /// input is laid out.
+    #[arg(long, value_enum, requires = "vocab")]
+    layout: Option<kiln_infer::foreign::TokenLayout>,
     #[command(flatten)]
     limits: LimitArgs,
 }
 
 impl LoadArgs {
     fn options(&self) -> LoadOptions {
-        LoadOptions { vocab: self.vocab.clone(), limits: self.limits.limits() }
+        LoadOptions { vocab: self.vocab.clone(), layout: self.layout, limits: self.limits.limits() }
     }
 }
 
@@ -230,7 +234,7 @@ impl LimitArgs {
     }
 
     fn options(&self) -> LoadOptions {
-        LoadOptions { vocab: None, limits: self.limits() }
+        LoadOptions { vocab: None, layout: None, limits: self.limits() }
     }
 }
 
@@ -376,6 +380,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         kiln_infer::next_word::Interface::OneHot { seq } => {
                             writeln!(out, "interface:  one-hot input, fixed window of {seq} words")?
                         }
+                        kiln_infer::next_word::Interface::ForeignTokenIds {
+                            layers,
+                            hidden,
+                            layout,
+                            every_position,
+                        } => {
+                            let layout = match layout {
+                                kiln_infer::foreign::TokenLayout::SeqFirst => "[seq, batch]",
+                                kiln_infer::foreign::TokenLayout::BatchFirst => "[batch, seq]",
+                            };
+                            let scores = if every_position { "every position" } else { "the last position" };
+                            writeln!(
+                                out,
+                                "interface:  token ids {layout}, LSTM state carried ({layers} layer(s), hidden {hidden}), \
+                                 scores for {scores} (no kiln metadata)"
+                            )?
+                        }
                     }
                     if meta.stream {
                         writeln!(
@@ -414,8 +435,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Score { model, text, limits, json } => {
-            let m = NextWordModel::load(&model, &limits.options())?;
+        Command::Score { model, text, load, json } => {
+            let m = NextWordModel::load(&model, &load.options())?;
             let body = std::fs::read_to_string(&text)
                 .with_context(|| format!("cannot read {} (it must be a UTF-8 text file)", text.display()))?;
             let s = m.score(&body)?;

@@ -4,7 +4,8 @@
 //! Two kinds of file are understood, told apart by the model itself:
 //! - kiln's own export: `tokens` int64 `[batch, seq]` plus LSTM state in and out, with the
 //!   vocabulary and tokenizer in the file's metadata (see [`crate::contract`]);
-//! - a plain one-hot model without metadata ([`crate::foreign`]), given its vocabulary.
+//! - models without metadata ([`crate::foreign`]), given their vocabulary: a plain one-hot
+//!   model, or a recurrent word LM as PyTorch's `word_language_model` exports one.
 
 use std::path::Path;
 
@@ -16,6 +17,7 @@ use tract_onnx::prelude::*;
 
 use crate::contract::{NextWordMeta, EOS};
 use crate::error::{Error, Result};
+use crate::foreign::{Ports, ScoresOf, TokenLayout};
 use crate::read::{self, LoadOptions, ModelFile};
 use crate::sampling::{softmax, top_k, Sampling};
 use crate::text::{self, Vocab};
@@ -28,6 +30,10 @@ pub enum Interface {
     TokenIds { layers: usize, hidden: usize },
     /// One-hot float rows `[batch, seq, vocab]`, logits out, no state (`torch.onnx.export`).
     OneHot { seq: usize },
+    /// A recurrent word LM without kiln metadata (PyTorch's `word_language_model`): token ids
+    /// laid out as `layout`, LSTM state in and out, scores (logits or log-probabilities) for
+    /// every position when `every_position`, else for the last.
+    ForeignTokenIds { layers: usize, hidden: usize, layout: TokenLayout, every_position: bool },
 }
 
 /// An LSTM stack's state: `h` and `c`, each `[layers, batch, hidden]`.
@@ -136,6 +142,8 @@ pub struct NextWordModel {
     meta: NextWordMeta,
     vocab: Vocab,
     interface: Interface,
+    /// Which input and output carries what.
+    ports: Ports,
 }
 
 impl NextWordModel {
@@ -150,17 +158,18 @@ impl NextWordModel {
     }
 
     pub(crate) fn from_file(file: ModelFile, options: &LoadOptions) -> Result<Self> {
-        let ModelFile { name, graph, props, limits } = file;
-        let (graph, meta, interface) = if props.contains_key(crate::contract::key::KIND) {
+        let ModelFile { name, graph, props, limits, proto } = file;
+        let (graph, meta, interface, ports) = if props.contains_key(crate::contract::key::KIND) {
             if options.vocab.is_some() {
                 return Err(Error::VocabNotNeeded(name));
             }
             let meta = NextWordMeta::from_props(&props)
                 .map_err(|source| Error::Contract { path: name.clone(), source })?;
             let interface = Interface::TokenIds { layers: meta.layers, hidden: meta.hidden };
-            (graph, meta, interface)
+            (graph, meta, interface, Ports::KILN)
         } else {
-            crate::foreign::one_hot(graph, &name, options)?
+            let f = crate::foreign::read(graph, proto.as_ref(), &name, options)?;
+            (f.graph, f.meta, f.interface, f.ports)
         };
         let typed = ModelFile::typed(&name, graph)?;
         if let Interface::TokenIds { layers, hidden } = interface {
@@ -177,7 +186,7 @@ impl NextWordModel {
         }
         let plan = read::Runner::new(&name, typed, None, limits.max_call_bytes)?;
         let vocab = Vocab::new(meta.vocab.clone());
-        Ok(NextWordModel { plan, meta, vocab, interface })
+        Ok(NextWordModel { plan, meta, vocab, interface, ports })
     }
 
     pub fn meta(&self) -> &NextWordMeta {
@@ -200,8 +209,27 @@ impl NextWordModel {
                 let state = [layers, batch, hidden];
                 self.plan.check_call(&[&[batch, seq], &state, &state])
             }
+            Interface::ForeignTokenIds { layers, hidden, layout, .. } => {
+                let state = [layers, batch, hidden];
+                let tokens = match layout {
+                    TokenLayout::SeqFirst => [seq, batch],
+                    TokenLayout::BatchFirst => [batch, seq],
+                };
+                let mut shapes: [&[usize]; 3] = [&state, &state, &state];
+                shapes[self.ports.tokens] = &tokens;
+                self.plan.check_call(&shapes)
+            }
             // One window at a time, in a plan made for one.
             Interface::OneHot { .. } => Ok(()),
+        }
+    }
+
+    /// Whether one call scores every position of its tokens (a text is then scored in chunks).
+    fn scores_every_position(&self) -> bool {
+        match self.interface {
+            Interface::TokenIds { .. } => self.plan.model().outputs.len() > 3,
+            Interface::ForeignTokenIds { every_position, .. } => every_position,
+            Interface::OneHot { .. } => false,
         }
     }
 
@@ -259,6 +287,52 @@ impl NextWordModel {
                 if state.h.dim() != (layers, batch, hidden) || state.c.dim() != (layers, batch, hidden) {
                     let want = format!("{:?}", (layers, batch, hidden));
                     return Err(expected("a state", format!("{:?}", state.h.dim()), want));
+                }
+                Ok(StepOutput { logits, logits_all, state: Some(state) })
+            }
+            Interface::ForeignTokenIds { layers, hidden, layout, .. } => {
+                let zeros;
+                let state = match state {
+                    Some(s) => s,
+                    None => {
+                        let z = Array3::zeros((layers, batch, hidden));
+                        zeros = State { h: z.clone(), c: z };
+                        &zeros
+                    }
+                };
+                if state.h.dim() != (layers, batch, hidden) || state.c.dim() != (layers, batch, hidden) {
+                    return Err(Error::Input(format!("the state must be [{layers}, {batch}, {hidden}]")));
+                }
+                let tokens = match layout {
+                    TokenLayout::SeqFirst => tokens.t().to_owned(),
+                    TokenLayout::BatchFirst => tokens.to_owned(),
+                };
+                let mut inputs: Vec<Option<TValue>> = vec![None, None, None];
+                inputs[self.ports.tokens] = Some(read::input(tokens.view()));
+                inputs[self.ports.h] = Some(read::input(state.h.view()));
+                inputs[self.ports.c] = Some(read::input(state.c.view()));
+                let out = self.plan.run(inputs.into_iter().flatten().collect())?;
+                let scores: crate::ndarray::ArrayD<f32> = read::array(&out[self.ports.scores])?;
+                let shape = scores.shape().to_vec();
+                let vocab = self.vocab.len();
+                let (logits, logits_all) = match crate::foreign::arrange(scores, layout, batch, seq) {
+                    Some(ScoresOf::Every(all)) if all.dim().2 == vocab => {
+                        (all.slice(crate::ndarray::s![.., seq - 1, ..]).to_owned(), Some(all))
+                    }
+                    Some(ScoresOf::Last(last)) if last.dim().1 == vocab => (last, None),
+                    _ => return Err(Error::Input(format!(
+                        "the model computed scores of shape {shape:?} for {batch} row(s) of {seq} token(s)"
+                    ))),
+                };
+                read::finite(&logits, "scores")?;
+                let state =
+                    State { h: read::array(&out[self.ports.hn])?, c: read::array(&out[self.ports.cn])? };
+                if state.h.dim() != (layers, batch, hidden) || state.c.dim() != (layers, batch, hidden) {
+                    return Err(Error::Input(format!(
+                        "the model computed a state of shape {:?}, not {:?}",
+                        state.h.dim(),
+                        (layers, batch, hidden)
+                    )));
                 }
                 Ok(StepOutput { logits, logits_all, state: Some(state) })
             }
@@ -362,14 +436,16 @@ impl NextWordModel {
     /// `<unk>`, for the report).
     pub fn score_ids(&self, ids: &[i64], unknown: usize) -> Result<Score> {
         if let Interface::OneHot { .. } = self.interface {
-            return Err(Error::Input("scoring needs a model that carries its state (kiln's own)".into()));
+            return Err(Error::Input(
+                "scoring needs a model that carries its state; this one reads a fixed window".into(),
+            ));
         }
         if ids.len() < 2 {
             return Err(Error::Input("the text has nothing to predict: give at least two words".into()));
         }
-        // Without logits_all (logits, hn, cn only), the last position's logits are the only
-        // ones: a token at a time.
-        let chunk = if self.plan.model().outputs.len() > 3 { 256 } else { 1 };
+        // Without scores at every position, the last position's are the only ones: a token at
+        // a time.
+        let chunk = if self.scores_every_position() { 256 } else { 1 };
         let (mut total, mut state, mut at) = (0f64, None, 0);
         while at + 1 < ids.len() {
             let len = chunk.min(ids.len() - 1 - at);
@@ -435,7 +511,9 @@ impl NextWordModel {
         }
         let (context, ids) = self.context(prompt)?;
         let last = match self.interface {
-            Interface::TokenIds { .. } => Some(self.run(row(&ids).view(), None)?),
+            Interface::TokenIds { .. } | Interface::ForeignTokenIds { .. } => {
+                Some(self.run(row(&ids).view(), None)?)
+            }
             Interface::OneHot { .. } => None,
         };
         let words = Words {

@@ -40,6 +40,9 @@ pub struct LoadOptions {
     /// The vocabulary of a next-word model without kiln metadata: a JSON array of words in index
     /// order.
     pub vocab: Option<std::path::PathBuf>,
+    /// For a recurrent model without kiln metadata whose graph does not tell it: how its token
+    /// input lays out sequence and batch.
+    pub layout: Option<crate::foreign::TokenLayout>,
     pub limits: Limits,
 }
 
@@ -51,6 +54,9 @@ pub(crate) struct ModelFile {
     /// `metadata_props`, without tract's `onnx.metadata_props.` prefix.
     pub props: BTreeMap<String, String>,
     pub limits: Limits,
+    /// The parsed protobuf of a file without kiln metadata, which a foreign model's reader may
+    /// rewrite ([`crate::foreign`]); `None` for kiln's own files.
+    pub proto: Option<tract_onnx::pb::ModelProto>,
 }
 
 impl ModelFile {
@@ -100,7 +106,8 @@ impl ModelFile {
         crate::fuse::optimise(&mut proto);
         let graph = onnx.model_for_proto_model(&proto).map_err(bad)?;
         let props = metadata(&graph);
-        Ok(ModelFile { name, graph, props, limits })
+        let proto = (!props.contains_key(crate::contract::key::KIND)).then_some(proto);
+        Ok(ModelFile { name, graph, props, limits, proto })
     }
 
     /// Whether the file declares a `kiln.kind`.

@@ -146,6 +146,58 @@ fn runs_the_seed_lectures_own_torch_export_given_its_vocabulary() {
     );
 }
 
+/// A word LM made and exported as PyTorch's word_language_model does
+/// (`tests/fixtures/word_lm_torch.py`): token ids `[seq, batch]`, `h0`/`c0` in, log-probabilities
+/// `[seq·batch, vocab]` and `hn`/`cn` out, shapes fixed at the export's `[12, 8]`. kiln must run
+/// it at any length, the state carried, and score a text as PyTorch itself did.
+#[test]
+fn runs_a_word_lm_exported_by_pytorch_at_any_length_with_its_state_carried() {
+    let m = fixture("word_lm_torch.onnx");
+    let m = m.to_str().unwrap();
+    let vocab = fixture("word_lm_torch.vocab.json");
+    let vocab = vocab.to_str().unwrap();
+    let valid = fixture("word_lm_torch.valid.txt");
+    let valid = valid.to_str().unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("word_lm_torch.expected.json")).unwrap())
+            .unwrap();
+
+    // The held-out text, 643 tokens read as one stream: torch's cross-entropy, to float precision.
+    let scored = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&stdout_of(&[&["score", "--json"], args].concat())).unwrap()
+    };
+    let got = scored(&[m, valid, "--vocab", vocab]);
+    assert_eq!(got["predictions"], expected["valid_predictions"]);
+    assert_eq!(got["unknown"], 0);
+    let (got_ce, want_ce) =
+        (got["cross_entropy"].as_f64().unwrap(), expected["valid_cross_entropy"].as_f64().unwrap());
+    assert!((got_ce - want_ce).abs() <= 1e-5 * want_ce, "kiln {got_ce} vs torch {want_ce}");
+
+    let prompt = expected["prompt"].as_str().unwrap();
+    let top = stdout_of(&["predict", m, prompt, "-k", "1", "--vocab", vocab]);
+    assert_eq!(top.split_whitespace().next(), expected["prompt_top_word"].as_str(), "{top}");
+
+    let info = stdout_of(&["info", m, "--vocab", vocab]);
+    assert!(info.contains("token ids [seq, batch]") && info.contains("scores for every position"), "{info}");
+    // Generation stops at <eos> (the vocabulary has one) and speaks the vocabulary's words.
+    let words: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(fixture("word_lm_torch.vocab.json")).unwrap()).unwrap();
+    let text = stdout_of(&["generate", m, "the cat", "-n", "30", "--seed", "2", "--vocab", vocab]);
+    assert!(
+        !text.trim().is_empty() && text.split_whitespace().all(|w| words.iter().any(|v| v == w)),
+        "{text}"
+    );
+
+    fails(&["score", m, valid], "pass --vocab FILE");
+    // Exported at seq = batch = 6: the graph cannot tell the layout, the user can.
+    let square = fixture("word_lm_torch_square.onnx");
+    let square = square.to_str().unwrap();
+    fails(&["score", square, valid, "--vocab", vocab], "--layout seq-first or --layout batch-first");
+    let got = scored(&[square, valid, "--vocab", vocab, "--layout", "seq-first"]);
+    assert!((got["cross_entropy"].as_f64().unwrap() - want_ce).abs() <= 1e-5 * want_ce, "{got}");
+    fails(&["score", square, valid, "--vocab", vocab, "--layout", "batch-first"], "check --layout");
+}
+
 #[test]
 fn a_closed_pipe_ends_quietly() {
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))

@@ -94,6 +94,7 @@ fn corpus() -> Vec<(String, Vec<u8>, u32)> {
         ("infer/tests/fixtures/tiny-image-generator.onnx", 6),
         ("infer/tests/fixtures/tiny-coin-stream.onnx", 6),
         ("infer/tests/fixtures/seed_lstm_torch.onnx", 4),
+        ("infer/tests/fixtures/word_lm_torch.onnx", 4),
         ("models/grid25-gan.onnx", 1),
         ("models/fashion-dcgan.onnx", 1),
     ]
@@ -353,7 +354,7 @@ fn kiln_reports(bytes: &[u8], vocab: Option<&PathBuf>, stage: &str) -> Result<()
         "score" => cmd.arg(&corpus),
         _ => &mut cmd,
     };
-    if let Some(v) = vocab.filter(|_| stage != "score") {
+    if let Some(v) = vocab {
         cmd.arg("--vocab").arg(v);
     }
     let out = cmd.output().map_err(|e| e.to_string())?;
@@ -376,7 +377,15 @@ fn mutated_model_files_are_loaded_or_refused_never_a_panic() {
     let cases: u64 = env_or("KILN_FUZZ_CASES", 10_000);
     let seconds: f64 = env_or("KILN_FUZZ_SECONDS", f64::INFINITY);
     let corpus = corpus();
-    let vocab = repo("infer/tests/fixtures/vocab.json");
+    // The vocabularies of the files without kiln metadata.
+    let vocab_of = |path: &str| {
+        let name = match path {
+            p if p.ends_with("seed_lstm_torch.onnx") => "vocab.json",
+            p if p.ends_with("word_lm_torch.onnx") => "word_lm_torch.vocab.json",
+            _ => return None,
+        };
+        Some(repo(&format!("infer/tests/fixtures/{name}")))
+    };
     let current = repo("target/fuzz-case.onnx");
     // A case that runs away is reported by a watchdog, since it cannot be interrupted.
     let started_case = std::sync::Arc::new(std::sync::Mutex::new((Instant::now(), 0u64)));
@@ -408,7 +417,7 @@ fn mutated_model_files_are_loaded_or_refused_never_a_panic() {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let (which, bytes, done) = case(&corpus, &mut rng);
         let _ = std::fs::write(&current, &bytes);
-        let vocab = corpus[which].0.contains("torch").then(|| vocab.clone());
+        let vocab = vocab_of(&corpus[which].0);
         *started_case.lock().unwrap() = (Instant::now(), n);
         let base = HELD.load(Ordering::Relaxed);
         PEAK.store(base, Ordering::Relaxed);
