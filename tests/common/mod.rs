@@ -19,7 +19,7 @@ pub fn seed_run(seed: u64) -> LmRun {
 }
 
 /// A run on `corpus` with the corpus defaults (stream protocol) but for these: `bptt` words
-/// per window, weights tied when `embed` = `hidden`.
+/// per window, weights tied when `embed` = `hidden`, Adam at 0.005 (quick to learn a small text).
 pub fn corpus_run(corpus: PathBuf, embed: i64, hidden: i64, layers: i64, bptt: i64, epochs: usize) -> LmRun {
     let options = LmOptions {
         corpus: Some(corpus),
@@ -29,6 +29,7 @@ pub fn corpus_run(corpus: PathBuf, embed: i64, hidden: i64, layers: i64, bptt: i
         bptt: Some(bptt),
         tie_weights: Some(embed == hidden),
         epochs: Some(epochs),
+        optimizer: Some(kiln_train::optim::Method::Adam),
         lr: Some(0.005),
         batch_size: Some(8),
         schedule: Some(Schedule::Cosine),

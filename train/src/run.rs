@@ -130,7 +130,7 @@ pub fn diverged(epoch: usize, what: &str, checkpoint: Option<&Path>) -> anyhow::
     anyhow::anyhow!("training diverged in epoch {epoch}: {what}; {kept}")
 }
 
-/// What [`crate::optim::Adam::first_non_finite`] found, as [`diverged`] says it.
+/// What [`crate::optim::Optimizer::first_non_finite`] found, as [`diverged`] says it.
 pub fn non_finite((name, which): (String, &str)) -> String {
     format!("{which} of `{name}` are no longer finite numbers")
 }

@@ -20,7 +20,7 @@ use tch::{nn, nn::Module, Device, Kind, Tensor};
 
 use crate::checkpoint;
 use crate::gan::data::images::ImageSet;
-use crate::optim::Adam;
+use crate::optim::Optimizer;
 use crate::run;
 /// Feature size (the penultimate layer).
 pub const FEATURES: i64 = 128;
@@ -132,7 +132,7 @@ pub fn load_or_train(
     tch::manual_seed(seed as i64);
     let mut vs = nn::VarStore::new(Device::Cpu);
     let model = Classifier::new(&vs.root());
-    let mut adam = Adam::new(&vs, 1e-3);
+    let mut adam = Optimizer::adam(&vs, 1e-3);
     let n = train.len() as i64;
     let batch = 128;
     for epoch in 0..epochs {

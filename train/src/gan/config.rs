@@ -287,6 +287,9 @@ pub fn check_ema(ema: f64) -> anyhow::Result<()> {
 /// The checks every training configuration passes.
 pub fn validate(t: &GanTrainConfig) -> anyhow::Result<()> {
     check_ema(t.ema)?;
+    if t.schedule == Schedule::Plateau {
+        bail!("--schedule plateau follows a held-out loss, which a GAN has not: use constant or cosine");
+    }
     if !(t.r1 >= 0.0 && t.r1.is_finite()) {
         bail!("--r1 must be 0 (off) or a positive number");
     }

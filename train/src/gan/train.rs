@@ -22,7 +22,7 @@ use super::data::TrainData;
 use super::ema::Ema;
 use super::{Discriminator, GanArch, Generator};
 use crate::checkpoint;
-use crate::optim::Adam;
+use crate::optim::Optimizer;
 use crate::plots::{self, CurvePoint};
 use crate::run::{self, LogStyle, Progress};
 
@@ -149,8 +149,8 @@ struct Trainer<'a> {
     d_vs: nn::VarStore,
     g: Generator,
     d: Discriminator,
-    g_opt: Adam,
-    d_opt: Adam,
+    g_opt: Optimizer,
+    d_opt: Optimizer,
     ema: Option<Ema>,
     /// Samples per step: `batch` packs of `pack`.
     n: i64,
@@ -175,8 +175,8 @@ impl<'a> Trainer<'a> {
         let d_vs = nn::VarStore::new(device);
         let g = Generator::new(arch, &(g_vs.root() / "g"));
         let d = Discriminator::new(arch, &(d_vs.root() / "d"));
-        let g_opt = Adam::with_betas(&g_vs, t.lr, t.beta1, 0.999);
-        let d_opt = Adam::with_betas(&d_vs, t.d_lr.unwrap_or(t.lr), t.beta1, 0.999);
+        let g_opt = Optimizer::adam_with_betas(&g_vs, t.lr, t.beta1, 0.999);
+        let d_opt = Optimizer::adam_with_betas(&d_vs, t.d_lr.unwrap_or(t.lr), t.beta1, 0.999);
         Ok(Trainer {
             run,
             data,

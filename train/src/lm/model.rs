@@ -79,6 +79,11 @@ pub struct LmConfig {
     /// wide as the hidden state.
     #[serde(default)]
     pub tie_weights: bool,
+    /// Initialise the embedding (and an untied head's weight) uniform in ±this, and the head's
+    /// bias at zero, as PyTorch's word_language_model does (what its plain SGD at rate 20 is
+    /// tuned for); `None`: the embedding N(0, 1) and the head as `nn::linear`.
+    #[serde(default)]
+    pub init_range: Option<f64>,
 }
 
 impl LmConfig {
@@ -119,18 +124,33 @@ impl TextLstm {
         let (embedding, width) = match config.input {
             InputKind::OneHot => (None, config.vocab),
             InputKind::Embedding { dim } => {
-                (Some(nn::embedding(vs / "embedding", config.vocab, dim, Default::default())), dim)
+                let mut c = nn::EmbeddingConfig::default();
+                if let Some(r) = config.init_range {
+                    c.ws_init = nn::Init::Uniform { lo: -r, up: r };
+                }
+                (Some(nn::embedding(vs / "embedding", config.vocab, dim, c)), dim)
             }
+        };
+        let k = 1.0 / (config.hidden as f64).sqrt();
+        let bias_init = match config.init_range {
+            Some(_) => nn::Init::Const(0.0),
+            None => nn::Init::Uniform { lo: -k, up: k },
         };
         let lstm = Lstm::new(vs / "lstm", width, config.hidden, config.layers, config.dropout);
         let head = match &embedding {
             // The embedding's weight, and a bias initialised as nn::linear's.
             Some(e) if config.tie_weights => {
-                let k = 1.0 / (config.hidden as f64).sqrt();
-                let bias = (vs / "head").var("bias", &[config.vocab], nn::Init::Uniform { lo: -k, up: k });
+                let bias = (vs / "head").var("bias", &[config.vocab], bias_init);
                 nn::Linear { ws: e.ws.shallow_clone(), bs: Some(bias) }
             }
-            _ => nn::linear(vs / "head", config.hidden, config.vocab, Default::default()),
+            _ => {
+                let mut c = nn::LinearConfig::default();
+                if let Some(r) = config.init_range {
+                    c.ws_init = nn::Init::Uniform { lo: -r, up: r };
+                    c.bs_init = Some(bias_init);
+                }
+                nn::linear(vs / "head", config.hidden, config.vocab, c)
+            }
         };
         TextLstm { embedding, lstm, head, config: config.clone() }
     }
@@ -198,6 +218,7 @@ mod parameter_tests {
                 dropout: 0.0,
                 context: 3,
                 tie_weights: tie,
+                init_range: None,
             };
             let vs = nn::VarStore::new(tch::Device::Cpu);
             let _model = TextLstm::new(&vs.root(), &cfg);

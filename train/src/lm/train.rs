@@ -1,4 +1,4 @@
-//! The next-word training loop: data, epochs of Adam on minibatches (windows or truncated-BPTT
+//! The next-word training loop: data, epochs of Adam or SGD on minibatches (windows or truncated-BPTT
 //! stream windows, see [`Protocol`]), held-out perplexity, checkpoints, resume, and the checked
 //! export at the end.
 
@@ -20,7 +20,7 @@ use super::config::{LmRun, Protocol, Source, TrainConfig};
 use super::corpus::{self, Windows};
 use super::model::{InputKind, LmConfig, TextLstm, MAX_ONE_HOT_VOCAB};
 use crate::checkpoint;
-use crate::optim::Adam;
+use crate::optim::{Optimizer, Schedule};
 use crate::run::{self, LogStyle, Progress};
 
 /// One epoch's figures.
@@ -325,7 +325,7 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Saved>) -
     tch::manual_seed(run.train.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let model = TextLstm::new(&vs.root(), &cfg);
-    let mut adam = Adam::new(&vs, run.train.lr);
+    let mut adam = Optimizer::new(&vs, run.train.optimizer, run.train.lr);
     let (mut history, start) = match resume {
         None => (Vec::new(), 0),
         Some((info, tensors)) => {
@@ -336,6 +336,9 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Saved>) -
         }
     };
 
+    if run.train.schedule == Schedule::Plateau && data.valid.is_empty() {
+        bail!("--schedule plateau follows the held-out loss, and this run holds nothing out: give --valid FILE or --valid-fraction");
+    }
     let batch = data.train.batch(run.train.batch_size);
     let steps_per_epoch = data.train.steps(batch, cfg.context as usize);
     let total_steps = run.train.epochs * steps_per_epoch;
@@ -365,8 +368,9 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Saved>) -
     for epoch in start..run.train.epochs {
         let t0 = Instant::now();
         tch::manual_seed(run::epoch_seed(run.train.seed, epoch));
+        let base = run.train.schedule.epoch_base(run.train.lr, history.iter().filter_map(|h| h.valid_loss));
         let mut step_lr =
-            |step: usize| run.train.schedule.lr(run.train.lr, epoch * steps_per_epoch + step, total_steps);
+            |step: usize| run.train.schedule.lr(base, epoch * steps_per_epoch + step, total_steps);
         let epoch_run = EpochRun { model: &model, adam: &mut adam, clip: run.train.clip, bar: &bar, epoch };
         let t_train = Instant::now();
         let loss_sum = match &data.train {
@@ -474,10 +478,10 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Saved>) -
     Ok(outcome)
 }
 
-/// One epoch's steps: Adam with a per-step learning rate, progress, a loss that must stay finite.
+/// One epoch's steps: the optimiser with a per-step learning rate, progress, a loss that must stay finite.
 struct EpochRun<'a> {
     model: &'a TextLstm,
-    adam: &'a mut Adam,
+    adam: &'a mut Optimizer,
     clip: Option<f64>,
     bar: &'a Progress,
     epoch: usize,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use kiln_train::lm::config::{Input, LmOptions, Preset, Protocol};
 use kiln_train::lm::{self, Resume};
-use kiln_train::optim::Schedule;
+use kiln_train::optim::{Method, Schedule};
 use kiln_train::run::LogStyle;
 
 #[derive(clap::Args, Debug)]
@@ -36,7 +36,7 @@ pub struct LmArgs {
     #[arg(long, value_name = "FILE.onnx")]
     out: Option<PathBuf>,
     /// Continue training from this checkpoint (model, data and vocabulary as saved).
-    #[arg(long, value_name = "CKPT", conflicts_with_all = ["preset", "corpus", "valid", "protocol", "bptt", "tie_weights", "no_tie_weights", "input", "embed", "hidden", "layers", "dropout", "context", "lr", "schedule", "batch_size", "clip", "valid_fraction", "min_count", "max_vocab", "keep_case", "keep_punctuation", "seed"])]
+    #[arg(long, value_name = "CKPT", conflicts_with_all = ["preset", "corpus", "valid", "protocol", "bptt", "tie_weights", "no_tie_weights", "input", "embed", "hidden", "layers", "dropout", "context", "optimizer", "lr", "schedule", "batch_size", "clip", "valid_fraction", "min_count", "max_vocab", "keep_case", "keep_punctuation", "seed"])]
     resume: Option<PathBuf>,
     /// Save a checkpoint (safetensors) here; default: next to --out, as FILE.ckpt.safetensors.
     #[arg(long, value_name = "FILE")]
@@ -62,13 +62,19 @@ pub struct LmArgs {
     /// Windows: words of context per example.
     #[arg(long)]
     context: Option<i64>,
-    /// Adam learning rate.
+    /// How the weights move: adam, or plain sgd (with a large --lr such as 20 and --clip 0.25)
+    /// [default: sgd for a corpus, adam for the seed].
+    #[arg(long, value_enum)]
+    optimizer: Option<Method>,
+    /// Learning rate [default: 20 with sgd, 0.002 with adam; seed: 0.01].
     #[arg(long)]
     lr: Option<f64>,
     /// Number of passes over the training data.
     #[arg(long)]
     epochs: Option<usize>,
-    /// Learning-rate schedule: constant, or cosine decay to lr/100 [default: cosine; seed: constant].
+    /// Learning-rate schedule: constant, cosine decay to lr/100, or plateau (lr/4 after each
+    /// epoch that did not lower the held-out loss, as PyTorch's word_language_model) [default:
+    /// cosine; seed: constant].
     #[arg(long, value_enum)]
     schedule: Option<Schedule>,
     /// Windows per step (0: the whole training set at once); stream: parallel streams.
@@ -127,6 +133,7 @@ pub fn run(a: LmArgs) -> anyhow::Result<()> {
         layers: a.layers,
         dropout: a.dropout,
         context: a.context,
+        optimizer: a.optimizer,
         lr: a.lr,
         epochs: a.epochs,
         schedule: a.schedule,
