@@ -40,6 +40,22 @@ impl Lstm {
     /// Runs a whole sequence: `x [batch, seq, in]` → `(y [batch, seq, hidden], (h, c))`.
     /// Dropout between layers applies only when `train`.
     pub fn seq(&self, x: &Tensor, state: &(Tensor, Tensor), train: bool) -> (Tensor, (Tensor, Tensor)) {
+        self.run(x, state, train, true)
+    }
+
+    /// [`Lstm::seq`] on `x [seq, batch, in]` → `y [seq, batch, hidden]`: libtorch's own layout,
+    /// about 11% faster to train than batch-first, which transposes on the way in and out.
+    pub fn seq_first(&self, x: &Tensor, state: &(Tensor, Tensor), train: bool) -> (Tensor, (Tensor, Tensor)) {
+        self.run(x, state, train, false)
+    }
+
+    fn run(
+        &self,
+        x: &Tensor,
+        state: &(Tensor, Tensor),
+        train: bool,
+        batch_first: bool,
+    ) -> (Tensor, (Tensor, Tensor)) {
         let (y, h, c) = x.lstm(
             &[&state.0, &state.1],
             &self.flat_weights.iter().collect::<Vec<_>>(),
@@ -48,7 +64,7 @@ impl Lstm {
             self.dropout,
             train,
             false,
-            true, // batch_first
+            batch_first,
         );
         (y, (h, c))
     }
@@ -164,15 +180,28 @@ impl TextLstm {
     }
 
     /// `tokens [batch, seq]` (int64) → `(logits [batch, seq, vocab] after every position,
-    /// state)`: the stream protocol's forward pass.
+    /// state)`: the stream protocol's forward pass (the logits are a transposed view of
+    /// [`TextLstm::forward_seq_first`]'s).
     pub fn forward_all(
         &self,
         tokens: &Tensor,
         state: &(Tensor, Tensor),
         train: bool,
     ) -> (Tensor, (Tensor, Tensor)) {
-        let x = self.embed(tokens, train);
-        let (y, state) = self.lstm.seq(&x, state, train); // [batch, seq, hidden]
+        let (logits, state) = self.forward_seq_first(&tokens.transpose(0, 1), state, train);
+        (logits.transpose(0, 1), state)
+    }
+
+    /// `tokens [seq, batch]` (int64) → `(logits [seq, batch, vocab], state)`: the stream
+    /// protocol's forward pass in the layout libtorch's LSTM runs fastest.
+    pub fn forward_seq_first(
+        &self,
+        tokens: &Tensor,
+        state: &(Tensor, Tensor),
+        train: bool,
+    ) -> (Tensor, (Tensor, Tensor)) {
+        let x = self.embed(&tokens.contiguous(), train);
+        let (y, state) = self.lstm.seq_first(&x, state, train); // [seq, batch, hidden]
         (self.head.forward(&y.dropout(self.config.dropout, train)), state)
     }
 

@@ -546,16 +546,21 @@ impl EpochRun<'_> {
         lr: &mut impl FnMut(usize) -> f64,
     ) -> anyhow::Result<f64> {
         let cols = ids.len() / streams;
-        let data =
-            Tensor::from_slice(&ids[..streams * cols]).view([streams as i64, cols as i64]).to_device(device);
+        // Rows are the streams; held as [cols, streams], each window is a contiguous slice
+        // in the sequence-first layout the LSTM trains fastest in.
+        let data = Tensor::from_slice(&ids[..streams * cols])
+            .view([streams as i64, cols as i64])
+            .transpose(0, 1)
+            .contiguous()
+            .to_device(device);
         let mut state = self.model.lstm.zero_state(streams as i64, device);
         let vocab = self.model.config.vocab;
         let mut loss_sum = 0.0;
         for (step, at) in (0..cols - 1).step_by(bptt).enumerate() {
             let len = bptt.min(cols - 1 - at) as i64;
-            let x = data.narrow(1, at as i64, len); // [streams, len]
-            let y = data.narrow(1, at as i64 + 1, len);
-            let (logits, (h, c)) = self.model.forward_all(&x, &state, true); // [streams, len, vocab]
+            let x = data.narrow(0, at as i64, len); // [len, streams]
+            let y = data.narrow(0, at as i64 + 1, len);
+            let (logits, (h, c)) = self.model.forward_seq_first(&x, &state, true); // [len, streams, vocab]
             let loss = logits.view([-1, vocab]).cross_entropy_for_logits(&y.reshape([-1]));
             state = (h.detach(), c.detach());
             loss_sum += self.update(&loss, streams * len as usize, lr(step))?;
