@@ -7,6 +7,15 @@
 //! inference fusion, which onnxruntime applies too). tract runs the unfolded form as a broadcast
 //! `Mul` and `Add` over the whole activation: a third of a DCGAN generator's time at batch 64.
 //!
+//! **Large shared weights cut into pieces tract prepares once.** tract packs a matrix product's
+//! constant weight into its kernel's layout at load only when the weight has a single consumer
+//! or fits its constant-folding budget (4 MiB); otherwise it packs it again at every call. A
+//! tied word model reads its embedding matrix three times (the lookup, the last position's head,
+//! every position's head): for the shipped Shakespeare LSTM (8000 × 200, 6.4 MB) that repacking
+//! was 92% of a call. A `Gemm` or `MatMul` whose constant weight is over the budget and read
+//! elsewhere too is replaced by products over column blocks of its own copy of the weight, each
+//! under the budget, concatenated: the same sums, in the same order, per output column.
+//!
 //! A rewrite applies only where it is exact by construction: constant float initializers of the
 //! expected shapes, a single consumer, no training mode, default `Gemm` scaling. Anything else is
 //! left as it is, for tract to run (or refuse) unchanged.
@@ -15,9 +24,193 @@ use std::collections::{HashMap, HashSet};
 
 use tract_onnx::pb::{tensor_proto::DataType, GraphProto, ModelProto, NodeProto, TensorProto};
 
-/// Applies every rewrite to `model`'s main graph; returns how many nodes it removed.
+/// Applies every rewrite to `model`'s main graph; returns how many nodes it rewrote.
 pub(crate) fn optimise(model: &mut ModelProto) -> usize {
-    model.graph.as_mut().map_or(0, fold_batch_norms)
+    model.graph.as_mut().map_or(0, |g| fold_batch_norms(g) + split_shared_weights(g))
+}
+
+/// tract's constant-folding budget (`tract_core::optim::CONST_FOLD_MEM_BUDGET`).
+const FOLD_BUDGET: usize = 4 << 20;
+/// The largest block a shared weight is cut into: under the budget with room for the packed
+/// layout's padding.
+const BLOCK_BYTES: usize = 3 << 20;
+
+/// A product to cut: node `node`, whose weight as the node reads it is `[k, n]` (`rows`), or
+/// `[n, k]` (`!rows`: a transposed Gemm weight, or the input of a `Transpose` feeding a MatMul).
+struct Split {
+    node: usize,
+    weight: Floats,
+    /// The weight is stored `[n, k]`.
+    n_first: bool,
+    /// The Gemm's bias `[n]`, cut along with the weight.
+    bias: Option<Floats>,
+}
+
+/// Cuts each large shared product weight into column blocks (see the module's comment).
+fn split_shared_weights(graph: &mut GraphProto) -> usize {
+    let splits = find_splits(graph);
+    if splits.is_empty() {
+        return 0;
+    }
+    let mut names: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
+    names.extend(graph.node.iter().flat_map(|n| n.output.iter().cloned()));
+    let mut fresh = |base: &str| {
+        let name = (0..).map(|i| format!("{base}.block{i}")).find(|n| !names.contains(n)).unwrap_or_default();
+        names.insert(name.clone());
+        name
+    };
+    let mut replaced: HashMap<usize, Vec<NodeProto>> = HashMap::new();
+    for Split { node, weight, n_first, bias } in &splits {
+        let original = &graph.node[*node];
+        let (n, k) =
+            if *n_first { (weight.dims[0], weight.dims[1]) } else { (weight.dims[1], weight.dims[0]) };
+        let (n, k) = (n as usize, k as usize);
+        let blocks = (n * k * 4).div_ceil(BLOCK_BYTES).max(2);
+        let width = n.div_ceil(blocks);
+        let gemm = original.op_type == "Gemm";
+        let mut nodes = Vec::new();
+        let mut outputs = Vec::new();
+        for (b, c0) in (0..n).step_by(width).enumerate() {
+            let c1 = (c0 + width).min(n);
+            // Gemm keeps its layout (transB as it was); MatMul takes [k, columns].
+            let (dims, data): (Vec<i64>, Vec<f32>) = match (gemm && *n_first, *n_first) {
+                (true, _) => (vec![(c1 - c0) as i64, k as i64], weight.data[c0 * k..c1 * k].to_vec()),
+                (false, true) => {
+                    let data = (0..k)
+                        .flat_map(|r| (c0..c1).map(move |c| (r, c)))
+                        .map(|(r, c)| weight.data[c * k + r])
+                        .collect();
+                    (vec![k as i64, (c1 - c0) as i64], data)
+                }
+                (false, false) => {
+                    let data = (0..k)
+                        .flat_map(|r| (c0..c1).map(move |c| (r, c)))
+                        .map(|(r, c)| weight.data[r * n + c])
+                        .collect();
+                    (vec![k as i64, (c1 - c0) as i64], data)
+                }
+            };
+            let w_name = fresh(&original.input[1]);
+            graph.initializer.push(Floats { dims, data }.into_tensor(&w_name));
+            let mut inputs = vec![original.input[0].clone(), w_name];
+            if let Some(bias) = bias {
+                let b_name = fresh(&original.input[2]);
+                graph.initializer.push(
+                    Floats { dims: vec![(c1 - c0) as i64], data: bias.data[c0..c1].to_vec() }
+                        .into_tensor(&b_name),
+                );
+                inputs.push(b_name);
+            }
+            let out = fresh(&original.output[0]);
+            let mut piece = original.clone();
+            piece.name = format!("{}.block{b}", original.name);
+            piece.input = inputs;
+            piece.output = vec![out.clone()];
+            if !gemm {
+                piece.op_type = "MatMul".into();
+            }
+            nodes.push(piece);
+            outputs.push(out);
+        }
+        nodes.push(NodeProto {
+            op_type: "Concat".into(),
+            name: format!("{}.blocks", original.name),
+            input: outputs,
+            output: original.output.clone(),
+            attribute: vec![tract_onnx::pb::AttributeProto {
+                name: "axis".into(),
+                r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
+                i: -1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        replaced.insert(*node, nodes);
+    }
+    let old = std::mem::take(&mut graph.node);
+    for (i, n) in old.into_iter().enumerate() {
+        match replaced.remove(&i) {
+            Some(nodes) => graph.node.extend(nodes),
+            None => graph.node.push(n),
+        }
+    }
+    // A Transpose that only fed a cut MatMul is dead now: tract would still fold it at load.
+    let used: HashSet<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .chain(graph.output.iter().map(|o| o.name.clone()))
+        .collect();
+    graph.node.retain(|n| n.op_type != "Transpose" || n.output.iter().any(|o| used.contains(o)));
+    splits.len()
+}
+
+/// The products whose constant weight is over tract's budget and read by another node too.
+fn find_splits(graph: &GraphProto) -> Vec<Split> {
+    let inputs: HashSet<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
+    let consts: HashMap<&str, &TensorProto> = graph
+        .initializer
+        .iter()
+        .filter(|t| !inputs.contains(t.name.as_str()))
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for i in graph.node.iter().flat_map(|n| &n.input).chain(graph.output.iter().map(|o| &o.name)) {
+        *uses.entry(i.as_str()).or_default() += 1;
+    }
+    // Outputs of a plain 2-D transpose of a constant: the constant's name.
+    let transposed: HashMap<&str, &str> = graph
+        .node
+        .iter()
+        .filter(|n| {
+            n.op_type == "Transpose" && n.domain.is_empty() && n.input.len() == 1 && n.output.len() == 1
+        })
+        .filter(|n| n.attribute.iter().find(|a| a.name == "perm").is_none_or(|a| a.ints == [1, 0]))
+        .filter(|n| consts.contains_key(n.input[0].as_str()))
+        .map(|n| (n.output[0].as_str(), n.input[0].as_str()))
+        .collect();
+    let large_shared = |name: &str| -> Option<Floats> {
+        let t = consts.get(name)?;
+        let f = floats(t)?;
+        (f.dims.len() == 2 && f.data.len() * 4 > FOLD_BUDGET && uses.get(name).copied().unwrap_or(0) > 1)
+            .then_some(f)
+    };
+    graph
+        .node
+        .iter()
+        .enumerate()
+        .filter_map(|(i, node)| {
+            if !node.domain.is_empty() || node.output.len() != 1 || node.input.len() < 2 {
+                return None;
+            }
+            match node.op_type.as_str() {
+                "Gemm" if int_attr(node, "transA").unwrap_or(0) == 0 && node.input.len() <= 3 => {
+                    let weight = large_shared(&node.input[1])?;
+                    let n_first = int_attr(node, "transB").unwrap_or(0) == 1;
+                    let n = if n_first { weight.dims[0] } else { weight.dims[1] };
+                    // A bias of one value per output column is cut with the weight; none is fine.
+                    let bias = match node.input.get(2) {
+                        Some(b) => Some(floats(consts.get(b.as_str())?)?).filter(|f| f.dims == [n]),
+                        None => None,
+                    };
+                    if node.input.len() == 3 && bias.is_none() {
+                        return None;
+                    }
+                    Some(Split { node: i, weight, n_first, bias })
+                }
+                "MatMul" if node.input.len() == 2 => match transposed.get(node.input[1].as_str()) {
+                    Some(w) => Some(Split { node: i, weight: large_shared(w)?, n_first: true, bias: None }),
+                    None => Some(Split {
+                        node: i,
+                        weight: large_shared(&node.input[1])?,
+                        n_first: false,
+                        bias: None,
+                    }),
+                },
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// Folds each foldable `BatchNormalization` into the node that produces its input.
@@ -370,5 +563,56 @@ mod tests {
         let mut model = conv_bn(false);
         model.graph.as_mut().unwrap().input.push(value("m"));
         assert_eq!(optimise(&mut model), 0);
+    }
+
+    /// Every output of `model` on `inputs`, flattened.
+    fn run_all(model: &ModelProto, inputs: &[Tensor]) -> Vec<Vec<f32>> {
+        let mut graph = tract_onnx::onnx().model_for_proto_model(model).unwrap();
+        for (i, x) in inputs.iter().enumerate() {
+            graph.set_input_fact(i, InferenceFact::dt_shape(x.datum_type(), x.shape())).unwrap();
+        }
+        let plan = graph.into_optimized().unwrap().into_runnable().unwrap();
+        let out = plan.run(inputs.iter().map(|x| x.clone().into()).collect()).unwrap();
+        out.iter().map(|t| t.to_plain_array_view::<f32>().unwrap().iter().copied().collect()).collect()
+    }
+
+    #[test]
+    fn cuts_the_tied_head_of_a_word_model_into_blocks_under_the_budget() {
+        let model = shipped("shakespeare-lstm.onnx");
+        let mut cut = model.clone();
+        // The head's Gemm (last position) and MatMul (every position) read the 6.4 MB
+        // embedding matrix the lookup reads too.
+        assert_eq!(optimise(&mut cut), 2);
+        let g = cut.graph.as_ref().unwrap();
+        let blocks: Vec<&TensorProto> = g.initializer.iter().filter(|t| t.name.contains(".block")).collect();
+        assert!(
+            blocks.len() >= 4 && blocks.iter().all(|t| t.raw_data.len() <= FOLD_BUDGET),
+            "{}",
+            blocks.len()
+        );
+        assert_eq!(count(&cut, "Transpose"), count(&model, "Transpose") - 1, "the head's transpose is dead");
+        let (layers, hidden) = (2, 200);
+        let tokens =
+            Tensor::from_shape(&[3, 5], &[5i64, 17, 400, 7999, 2, 0, 1, 99, 3000, 12, 8, 8, 8, 8, 8])
+                .unwrap();
+        let state = |seed| {
+            let v: Vec<f32> =
+                crate::noise::normal(seed, layers * 3 * hidden).iter().map(|x| x * 0.5).collect();
+            Tensor::from_shape(&[layers, 3, hidden], &v).unwrap()
+        };
+        let inputs = [tokens, state(1), state(2)];
+        let (want, got) = (run_all(&model, &inputs), run_all(&cut, &inputs));
+        assert_eq!(want.len(), got.len());
+        for (w, g) in want.iter().zip(&got) {
+            let scale = w.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let diff = max_abs_diff(w, g);
+            assert!(diff <= 1e-5 * scale, "the cut graph differs by {diff}");
+        }
+        // A weight read once is left whole: tract prepares it at load anyway.
+        let mut single = model.clone();
+        let gr = single.graph.as_mut().unwrap();
+        let reads_weight = |n: &NodeProto| n.input.iter().any(|i| i == "embedding.weight");
+        gr.node.retain(|n| n.op_type == "Gemm" || !reads_weight(n));
+        assert_eq!(split_shared_weights(gr), 0);
     }
 }
