@@ -320,9 +320,11 @@ impl NextWordModel {
                         (all.slice(crate::ndarray::s![.., seq - 1, ..]).to_owned(), Some(all))
                     }
                     Some(ScoresOf::Last(last)) if last.dim().1 == vocab => (last, None),
-                    _ => return Err(Error::Input(format!(
+                    _ => {
+                        return Err(Error::Input(format!(
                         "the model computed scores of shape {shape:?} for {batch} row(s) of {seq} token(s)"
-                    ))),
+                    )))
+                    }
                 };
                 read::finite(&logits, "scores")?;
                 let state =

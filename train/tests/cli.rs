@@ -60,7 +60,9 @@ fn seed_preset_prints_the_lectures_lines_and_writes_the_model() {
 fn resuming_gives_the_same_model_as_an_uninterrupted_run() {
     // Adam (its moments saved and restored) on a constant rate, and the corpus default, SGD
     // whose plateau schedule recomputes its rate from the saved held-out history.
-    for optimiser in [["--optimizer", "adam", "--schedule", "constant"], ["--optimizer", "sgd", "--schedule", "plateau"]] {
+    for optimiser in
+        [["--optimizer", "adam", "--schedule", "constant"], ["--optimizer", "sgd", "--schedule", "plateau"]]
+    {
         let dir = tempfile::tempdir().unwrap();
         let c = corpus(dir.path());
         let path = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
@@ -90,7 +92,12 @@ fn resuming_gives_the_same_model_as_an_uninterrupted_run() {
             .assert()
             .success()
             .stdout(predicate::str::contains("epoch    4/4"));
-        train().args(common).args(optimiser).args(["--epochs", "2", "--out", &path("b.onnx")]).assert().success();
+        train()
+            .args(common)
+            .args(optimiser)
+            .args(["--epochs", "2", "--out", &path("b.onnx")])
+            .assert()
+            .success();
         train()
             .args([
                 "lm",

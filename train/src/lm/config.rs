@@ -419,6 +419,9 @@ mod tests {
         assert_eq!(adam.train.schedule, Schedule::Cosine);
         assert_eq!(corpus(Some(Method::Adam), Some(0.01)).resolve(Device::Cpu).unwrap().train.lr, 0.01);
         let seed = LmRun::seed_preset();
-        assert_eq!((seed.train.optimizer, seed.train.schedule, seed.model.init_range), (Method::Adam, Schedule::Constant, None));
+        assert_eq!(
+            (seed.train.optimizer, seed.train.schedule, seed.model.init_range),
+            (Method::Adam, Schedule::Constant, None)
+        );
     }
 }
