@@ -229,8 +229,8 @@ fn token_ids(
             let fixed = model.clone();
             let general = generalise(&model, proto, &[seq, batch], shown)?;
             let general = with_symbolic_inputs(general, ports, layout, layers, hidden, shown)?;
-            let told = options.layout.is_some();
-            check_same(&fixed, &general, ports, layout, (seq, batch), words.len(), told, shown)?;
+            let export = Export { seq, batch, vocab: words.len(), told: options.layout.is_some() };
+            check_same(&fixed, &general, ports, layout, export, shown)?;
             general
         }
         _ => with_symbolic_inputs(model, ports, layout, layers, hidden, shown)?,
@@ -465,6 +465,15 @@ fn probe(
     }
 }
 
+/// What a fixed-shape export was made for, and whether the user said its layout.
+#[derive(Debug, Clone, Copy)]
+struct Export {
+    seq: usize,
+    batch: usize,
+    vocab: usize,
+    told: bool,
+}
+
 /// Checks that the generalised graph computes what the file as written does: one export-shaped
 /// call's scores for the first row against the same tokens fed one at a time in batch 1, the
 /// state carried.
@@ -473,11 +482,10 @@ fn check_same(
     general: &InferenceModel,
     ports: Ports,
     layout: TokenLayout,
-    (seq, batch): (usize, usize),
-    vocab: usize,
-    told: bool,
+    export: Export,
     shown: &str,
 ) -> Result<()> {
+    let Export { seq, batch, vocab, told } = export;
     let refuse = |why: String| Error::Unsupported {
         path: shown.to_string(),
         reason: format!(
@@ -521,7 +529,7 @@ fn check_same(
         }
     }
     // NaN (a length mismatch or a NaN score) fails this too.
-    if !(worst <= 1e-4 * scale) {
+    if worst.is_nan() || worst > 1e-4 * scale {
         return Err(refuse(format!(
             "a word at a time it scores up to {worst:.1e} away from the file as written"
         )));
