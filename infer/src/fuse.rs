@@ -147,17 +147,7 @@ fn split_shared_weights(graph: &mut GraphProto) -> usize {
 
 /// The products whose constant weight is over tract's budget and read by another node too.
 fn find_splits(graph: &GraphProto) -> Vec<Split> {
-    let inputs: HashSet<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
-    let consts: HashMap<&str, &TensorProto> = graph
-        .initializer
-        .iter()
-        .filter(|t| !inputs.contains(t.name.as_str()))
-        .map(|t| (t.name.as_str(), t))
-        .collect();
-    let mut uses: HashMap<&str, usize> = HashMap::new();
-    for i in graph.node.iter().flat_map(|n| &n.input).chain(graph.output.iter().map(|o| &o.name)) {
-        *uses.entry(i.as_str()).or_default() += 1;
-    }
+    let (consts, uses) = (constants(graph), uses(graph));
     // Outputs of a plain 2-D transpose of a constant: the constant's name.
     let transposed: HashMap<&str, &str> = graph
         .node
@@ -277,26 +267,30 @@ impl Floats {
     }
 }
 
-/// Every foldable (layer, batch norm) pair. Each batch norm has its own layer (the layer's
-/// output has no other consumer), so the folds are independent.
-fn find_folds(graph: &GraphProto) -> Vec<Fold> {
+/// The initializers that are constants (not overridable by a graph input of the same name).
+fn constants(graph: &GraphProto) -> HashMap<&str, &TensorProto> {
     let inputs: HashSet<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
-    // Initializers that are constants (not overridable by a graph input of the same name).
-    let consts: HashMap<&str, &TensorProto> = graph
+    graph
         .initializer
         .iter()
         .filter(|t| !inputs.contains(t.name.as_str()))
         .map(|t| (t.name.as_str(), t))
-        .collect();
+        .collect()
+}
+
+/// How many times each value is read: by nodes, and as a graph output.
+fn uses(graph: &GraphProto) -> HashMap<&str, usize> {
     let mut uses: HashMap<&str, usize> = HashMap::new();
-    for n in &graph.node {
-        for i in &n.input {
-            *uses.entry(i.as_str()).or_default() += 1;
-        }
+    for i in graph.node.iter().flat_map(|n| &n.input).chain(graph.output.iter().map(|o| &o.name)) {
+        *uses.entry(i.as_str()).or_default() += 1;
     }
-    for o in &graph.output {
-        *uses.entry(o.name.as_str()).or_default() += 1;
-    }
+    uses
+}
+
+/// Every foldable (layer, batch norm) pair. Each batch norm has its own layer (the layer's
+/// output has no other consumer), so the folds are independent.
+fn find_folds(graph: &GraphProto) -> Vec<Fold> {
+    let (consts, uses) = (constants(graph), uses(graph));
     let producer: HashMap<&str, usize> = graph
         .node
         .iter()

@@ -246,18 +246,8 @@ impl NextWordModel {
         }
         match self.interface {
             Interface::TokenIds { layers, hidden } => {
-                let zeros;
-                let state = match state {
-                    Some(s) => s,
-                    None => {
-                        let z = Array3::zeros((layers, batch, hidden));
-                        zeros = State { h: z.clone(), c: z };
-                        &zeros
-                    }
-                };
-                if state.h.dim() != (layers, batch, hidden) || state.c.dim() != (layers, batch, hidden) {
-                    return Err(Error::Input(format!("the state must be [{layers}, {batch}, {hidden}]")));
-                }
+                let mut zeros = None;
+                let state = given_or_zero(state, &mut zeros, (layers, batch, hidden))?;
                 let inputs =
                     tvec!(read::input(tokens), read::input(state.h.view()), read::input(state.c.view()));
                 let out = self.plan.run(inputs)?;
@@ -291,18 +281,8 @@ impl NextWordModel {
                 Ok(StepOutput { logits, logits_all, state: Some(state) })
             }
             Interface::ForeignTokenIds { layers, hidden, layout, .. } => {
-                let zeros;
-                let state = match state {
-                    Some(s) => s,
-                    None => {
-                        let z = Array3::zeros((layers, batch, hidden));
-                        zeros = State { h: z.clone(), c: z };
-                        &zeros
-                    }
-                };
-                if state.h.dim() != (layers, batch, hidden) || state.c.dim() != (layers, batch, hidden) {
-                    return Err(Error::Input(format!("the state must be [{layers}, {batch}, {hidden}]")));
-                }
+                let mut zeros = None;
+                let state = given_or_zero(state, &mut zeros, (layers, batch, hidden))?;
                 let tokens = match layout {
                     TokenLayout::SeqFirst => tokens.t().to_owned(),
                     TokenLayout::BatchFirst => tokens.to_owned(),
@@ -583,6 +563,27 @@ impl Iterator for Words<'_> {
         }
         Some(Ok(m.vocab.word(next).to_string()))
     }
+}
+
+/// The state a call starts from: `state` when it has the shape `dims`, zeros (held in `slot`)
+/// when none is given.
+fn given_or_zero<'a>(
+    state: Option<&'a State>,
+    slot: &'a mut Option<State>,
+    dims: (usize, usize, usize),
+) -> Result<&'a State> {
+    let state = match state {
+        Some(s) => s,
+        None => {
+            let z = Array3::zeros(dims);
+            slot.insert(State { h: z.clone(), c: z })
+        }
+    };
+    if state.h.dim() != dims || state.c.dim() != dims {
+        let (layers, batch, hidden) = dims;
+        return Err(Error::Input(format!("the state must be [{layers}, {batch}, {hidden}]")));
+    }
+    Ok(state)
 }
 
 /// −ln softmax(logits)[target], in f64.
