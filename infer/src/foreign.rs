@@ -53,6 +53,26 @@ pub(crate) struct Ports {
 impl Ports {
     /// kiln's contract: `tokens, h0, c0` in; `logits, hn, cn` (then `logits_all`) out.
     pub const KILN: Ports = Ports { tokens: 0, h: 1, c: 2, scores: 0, hn: 1, cn: 2 };
+
+    /// A call's inputs in the graph's order: `tokens` (`[batch, seq]`, laid out as `layout`
+    /// wants) and the state `h`, `c`.
+    pub fn inputs(
+        self,
+        layout: TokenLayout,
+        tokens: tract_ndarray::ArrayView2<i64>,
+        h: &tract_ndarray::Array3<f32>,
+        c: &tract_ndarray::Array3<f32>,
+    ) -> TVec<TValue> {
+        let tokens = match layout {
+            TokenLayout::SeqFirst => tokens.t(),
+            TokenLayout::BatchFirst => tokens,
+        };
+        let mut inputs: Vec<Option<TValue>> = vec![None, None, None];
+        inputs[self.tokens] = Some(read::input(tokens));
+        inputs[self.h] = Some(read::input(h.view()));
+        inputs[self.c] = Some(read::input(c.view()));
+        inputs.into_iter().flatten().collect()
+    }
 }
 
 /// A foreign next-word model, ready to be typed and planned.
@@ -376,15 +396,7 @@ fn call(
         let z = tract_ndarray::Array3::<f32>::zeros((layers, batch, hidden));
         (z.clone(), z)
     });
-    let tok = match layout {
-        TokenLayout::SeqFirst => tokens.t().to_owned(),
-        TokenLayout::BatchFirst => tokens.clone(),
-    };
-    let mut inputs: Vec<Option<TValue>> = vec![None, None, None];
-    inputs[ports.tokens] = Some(read::input(tok.view()));
-    inputs[ports.h] = Some(read::input(h.view()));
-    inputs[ports.c] = Some(read::input(c.view()));
-    let out = plan.run(inputs.into_iter().flatten().collect()).map_err(crate::error::run_err)?;
+    let out = plan.run(ports.inputs(layout, tokens.view(), &h, &c)).map_err(crate::error::run_err)?;
     Ok((read::array(&out[ports.scores])?, read::array(&out[ports.hn])?, read::array(&out[ports.cn])?))
 }
 
@@ -396,7 +408,7 @@ pub(crate) fn arrange(
     batch: usize,
     seq: usize,
 ) -> Option<ScoresOf> {
-    use tract_ndarray::{Axis, Ix2, Ix3};
+    use tract_ndarray::{Ix2, Ix3};
     let shape = scores.shape().to_vec();
     let vocab = *shape.last()?;
     let (a, b) = match layout {
@@ -413,7 +425,6 @@ pub(crate) fn arrange(
         TokenLayout::SeqFirst => full.permuted_axes([1, 0, 2]).as_standard_layout().into_owned(),
         TokenLayout::BatchFirst => full,
     }))
-    .filter(|s| matches!(s, ScoresOf::Every(f) if f.len_of(Axis(2)) == vocab))
 }
 
 /// A call's scores, arranged by [`arrange`].

@@ -283,15 +283,7 @@ impl NextWordModel {
             Interface::ForeignTokenIds { layers, hidden, layout, .. } => {
                 let mut zeros = None;
                 let state = given_or_zero(state, &mut zeros, (layers, batch, hidden))?;
-                let tokens = match layout {
-                    TokenLayout::SeqFirst => tokens.t().to_owned(),
-                    TokenLayout::BatchFirst => tokens.to_owned(),
-                };
-                let mut inputs: Vec<Option<TValue>> = vec![None, None, None];
-                inputs[self.ports.tokens] = Some(read::input(tokens.view()));
-                inputs[self.ports.h] = Some(read::input(state.h.view()));
-                inputs[self.ports.c] = Some(read::input(state.c.view()));
-                let out = self.plan.run(inputs.into_iter().flatten().collect())?;
+                let out = self.plan.run(self.ports.inputs(layout, tokens, &state.h, &state.c))?;
                 let scores: crate::ndarray::ArrayD<f32> = read::array(&out[self.ports.scores])?;
                 let shape = scores.shape().to_vec();
                 let vocab = self.vocab.len();
