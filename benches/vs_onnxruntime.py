@@ -73,7 +73,7 @@ def ort_p50(sess, feed, iters, warmup):
 
 def kiln_bench(binary, path, batch, iters, warmup):
     out = subprocess.run(
-        [binary, "bench", path, "--batch", str(batch), "--iters", str(iters), "--warmup", str(warmup), "--json"],
+        [binary, "bench", path, "--batch", str(batch), "--iters", str(iters), "--warmup", str(warmup), "--threads", "1", "--json"],
         check=True,
         capture_output=True,
         text=True,

@@ -30,13 +30,18 @@ pub struct BenchOptions {
     pub iters: usize,
     /// Calls run first and not timed (caches, allocator, CPU frequency).
     pub warmup: usize,
+    /// Threads a generator's batch is split across ([`GeneratorModel::with_threads`]); a
+    /// next-word model runs on one.
+    ///
+    /// [`GeneratorModel::with_threads`]: crate::GeneratorModel::with_threads
+    pub threads: usize,
     /// For a model without kiln metadata: its vocabulary file.
     pub load: LoadOptions,
 }
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        BenchOptions { batch: 1, iters: 100, warmup: 10, load: LoadOptions::default() }
+        BenchOptions { batch: 1, iters: 100, warmup: 10, threads: 1, load: LoadOptions::default() }
     }
 }
 
@@ -64,9 +69,11 @@ pub struct BenchReport {
     pub batch: usize,
     pub iters: usize,
     pub warmup: usize,
+    /// Threads a call ran on.
+    pub threads: usize,
     /// Per call (one batch).
     pub latency: Latency,
-    /// `batch × iters` over the timed calls' total time (tract computes on one thread).
+    /// `batch × iters` over the timed calls' total time.
     pub per_second: f64,
 }
 
@@ -83,8 +90,14 @@ pub fn bench(path: impl AsRef<Path>, options: &BenchOptions) -> Result<BenchRepo
     let start = Instant::now();
     let model = crate::load(path, &options.load)?;
     let load = start.elapsed();
+    if options.threads == 0 {
+        return Err(Error::argument("threads", "must be at least 1"));
+    }
+    let mut threads = 1;
     let (kind, call, unit, mut times) = match model {
         Model::Generator(g) => {
+            let g = g.with_threads(options.threads);
+            threads = options.threads.min(batch);
             g.check_batch(batch)?;
             let latent = g.meta().latent;
             let z = Array2::from_shape_vec((batch, latent), crate::noise::normal(0, batch * latent))
@@ -119,6 +132,7 @@ pub fn bench(path: impl AsRef<Path>, options: &BenchOptions) -> Result<BenchRepo
         batch,
         iters: options.iters,
         warmup: options.warmup,
+        threads,
         latency: Latency {
             p50_ms: ms(percentile(&times, 0.50)),
             p99_ms: ms(percentile(&times, 0.99)),

@@ -13,10 +13,16 @@ use crate::samples::Samples;
 
 /// A loaded generator, optimised at load for any batch size and at first use for each batch
 /// size it is called with (up to four).
+///
+/// A call runs on one thread unless [`GeneratorModel::with_threads`] says otherwise: then its
+/// batch is cut into that many parts of equal size (the last one smaller), run at once on as many
+/// threads sharing the plans, and put back together in order; the samples are those of one call
+/// on the whole batch.
 #[derive(Debug, Clone)]
 pub struct GeneratorModel {
     plan: read::Runner,
     meta: GeneratorMeta,
+    threads: usize,
 }
 
 impl GeneratorModel {
@@ -58,11 +64,23 @@ impl GeneratorModel {
             });
         }
         let plan = read::Runner::new(&name, typed, Some(source), limits.max_call_bytes)?;
-        Ok(GeneratorModel { plan, meta })
+        Ok(GeneratorModel { plan, meta, threads: 1 })
     }
 
     pub fn meta(&self) -> &GeneratorMeta {
         &self.meta
+    }
+
+    /// Splits each call's batch across up to `threads` threads (at least 1; a batch smaller
+    /// than `threads` gets one thread a row). [`crate::default_threads`] is the machine's cores.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// The threads a call may use.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Checks that a call on `batch` noise vectors stays within
@@ -86,10 +104,38 @@ impl GeneratorModel {
                 "noise of shape [{batch}, {width}] is not [batch ≥ 1, {latent}]"
             )));
         }
-        let out = self.plan.run(tvec!(read::input(z)))?;
-        let samples = read::array(&out[0])?;
+        let parts = self.threads.min(batch);
+        let samples = if parts <= 1 { self.run(z)? } else { self.run_parts(z, parts)? };
         read::finite(&samples, "samples")?;
         Ok(samples)
+    }
+
+    fn run(&self, z: ArrayView2<f32>) -> Result<ArrayD<f32>> {
+        let out = self.plan.run(tvec!(read::input(z)))?;
+        read::array(&out[0])
+    }
+
+    /// `z` cut into `parts` row blocks, each run on a thread of its own (the first on this one).
+    fn run_parts(&self, z: ArrayView2<f32>, parts: usize) -> Result<ArrayD<f32>> {
+        let rows = z.nrows().div_ceil(parts);
+        let blocks: Vec<ArrayView2<f32>> = z.axis_chunks_iter(Axis(0), rows).collect();
+        let outs: Vec<Result<ArrayD<f32>>> = std::thread::scope(|scope| {
+            let spawned: Vec<_> = blocks[1..]
+                .iter()
+                .map(|block| std::thread::Builder::new().spawn_scoped(scope, move || self.run(*block)))
+                .collect();
+            let first = self.run(blocks[0]);
+            std::iter::once(first)
+                .chain(spawned.into_iter().zip(&blocks[1..]).map(|(handle, block)| match handle {
+                    Ok(handle) => handle.join().unwrap_or_else(|_| Err(run_err("a sampling thread failed"))),
+                    // No thread to be had: this one does the work.
+                    Err(_) => self.run(*block),
+                }))
+                .collect()
+        });
+        let outs = outs.into_iter().collect::<Result<Vec<_>>>()?;
+        let views: Vec<_> = outs.iter().map(|o| o.view()).collect();
+        tract_ndarray::concatenate(Axis(0), &views).map_err(run_err)
     }
 
     /// `n` samples from the noise of `seed` ([`crate::noise::normal`]: the same on every platform).
@@ -234,6 +280,29 @@ mod tests {
                 let got = model.generate(z.slice(crate::ndarray::s![..batch, ..])).unwrap();
                 let diff = crate::numeric::max_abs_diff(got.as_slice().unwrap(), &all[..batch * per]);
                 assert!(diff <= 1e-5, "{name}, batch {batch}: rows differ by {diff}");
+            }
+        }
+    }
+
+    /// A batch split across threads (7 rows on 3 threads: blocks of 3, 3 and 1; 2 rows on 4
+    /// threads: one row each) gives the rows of the same batch run on one thread, in order.
+    #[test]
+    fn a_batch_split_across_threads_gives_the_rows_of_one_call() {
+        for name in ["fashion-dcgan.onnx", "ring8-gan.onnx"] {
+            let model =
+                GeneratorModel::load(format!("{}/../models/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            let latent = model.meta().latent;
+            for (rows, threads) in [(7, 3), (2, 4)] {
+                let z = Array2::from_shape_vec((rows, latent), noise::normal(5, rows * latent)).unwrap();
+                let one = model.generate(z.view()).unwrap();
+                let split = model.clone().with_threads(threads).generate(z.view()).unwrap();
+                assert_eq!(split.shape(), one.shape(), "{name}");
+                let diff = crate::numeric::max_abs_diff(split.as_slice().unwrap(), one.as_slice().unwrap());
+                assert!(diff <= 1e-5, "{name}, {rows} rows on {threads} threads: rows differ by {diff}");
+                // The rows are not all alike, so a block out of place would show.
+                let per = model.sample_len();
+                let first = &one.as_slice().unwrap()[..per];
+                assert!(crate::numeric::max_abs_diff(first, &one.as_slice().unwrap()[per..2 * per]) > 1e-3);
             }
         }
     }

@@ -48,6 +48,12 @@ pub use tract_onnx::pb;
 /// The `ndarray` version of the API's arrays.
 pub use tract_onnx::prelude::tract_ndarray as ndarray;
 
+/// Threads a batch is split across unless told otherwise: the cores this process may use (1
+/// when that cannot be known).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// A model file of either kind, as [`load`] found it.
 #[derive(Debug, Clone)]
 pub enum Model {

@@ -132,6 +132,10 @@ enum Command {
         /// Untimed calls first.
         #[arg(long, default_value_t = 10)]
         warmup: usize,
+        /// Threads a generator's batch is split across [default: the cores]; next-word models
+        /// run on one.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        threads: Option<u16>,
         #[command(flatten)]
         load: LoadArgs,
         /// Print JSON instead of text.
@@ -154,11 +158,19 @@ struct SampleArgs {
     /// Also write the noise vectors fed to the generator, one row per sample (.npy or .csv).
     #[arg(long, value_name = "FILE")]
     save_noise: Option<PathBuf>,
+    /// Threads a batch of samples is split across [default: the cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     #[command(flatten)]
     limits: LimitArgs,
 }
 
 impl SampleArgs {
+    fn load(&self) -> anyhow::Result<GeneratorModel> {
+        let threads = self.threads.map_or_else(kiln_infer::default_threads, usize::from);
+        Ok(GeneratorModel::load_with(&self.model, &self.limits.options())?.with_threads(threads))
+    }
+
     /// What can be checked before the generator runs.
     fn validate(&self) -> anyhow::Result<()> {
         if let Some(path) = &self.save_noise {
@@ -485,19 +497,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Sample { args, n, seed } => {
             args.validate()?;
-            let g = GeneratorModel::load_with(&args.model, &args.limits.options())?;
+            let g = args.load()?;
             let chunks = g.sample_chunks(n, seed)?;
             write_samples(&mut out, &args, &g, n, chunks)?;
         }
         Command::Interpolate { args, from, to, steps } => {
             args.validate()?;
-            let g = GeneratorModel::load_with(&args.model, &args.limits.options())?;
+            let g = args.load()?;
             let chunks = g.interpolate_chunks(from, to, steps)?;
             let args = SampleArgs { columns: args.columns.or(Some(steps)), ..args };
             write_samples(&mut out, &args, &g, steps, chunks)?;
         }
-        Command::Bench { model, batch, iters, warmup, load, json } => {
-            let options = BenchOptions { batch, iters, warmup, load: load.options() };
+        Command::Bench { model, batch, iters, warmup, threads, load, json } => {
+            let threads = threads.map_or_else(kiln_infer::default_threads, usize::from);
+            let options = BenchOptions { batch, iters, warmup, threads, load: load.options() };
             let r = kiln_infer::bench::bench(&model, &options)?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
@@ -506,7 +519,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 writeln!(out, "model:      {} ({})", model.display(), r.kind)?;
                 writeln!(out, "call:       {}", r.call)?;
                 writeln!(out, "load:       {:.1} ms (read, parse, optimise)", r.load_ms)?;
-                writeln!(out, "calls:      {} timed after {} warm-up, one thread", r.iters, r.warmup)?;
+                let threads =
+                    if r.threads == 1 { "one thread".to_string() } else { format!("{} threads", r.threads) };
+                writeln!(out, "calls:      {} timed after {} warm-up, {threads}", r.iters, r.warmup)?;
                 writeln!(
                     out,
                     "latency:    p50 {:.3} ms  p99 {:.3} ms  mean {:.3} ms  (min {:.3}, max {:.3}) per call",

@@ -252,6 +252,52 @@ fn sample_writes_csv_npy_and_png_reproducibly() {
     assert_eq!((w, h), (2 * (8 + 2) + 2, 2 * (8 + 2) + 2), "a 2×2 grid of 8×8 images with 2-pixel gutters");
 }
 
+/// Samples cut across threads are the samples of one thread, row for row; `bench` says how many
+/// threads a call used (a next-word model: one).
+#[test]
+fn sample_and_bench_split_a_generators_batch_across_threads() {
+    let ring = repo("models/ring8-gan.onnx");
+    let ring = ring.to_str().unwrap();
+    let values = |csv: &str| -> Vec<f32> {
+        csv.lines().skip(1).flat_map(|l| l.split(',').map(|v| v.parse::<f32>().unwrap())).collect()
+    };
+    let one = values(&stdout_of(&["sample", ring, "-n", "50", "--seed", "9", "--threads", "1"]));
+    let three = values(&stdout_of(&["sample", ring, "-n", "50", "--seed", "9", "--threads", "3"]));
+    assert_eq!(one.len(), 100);
+    let diff = one.iter().zip(&three).map(|(a, b)| (a - b).abs()).fold(0f32, |m, d| {
+        if d.is_nan() {
+            f32::NAN
+        } else {
+            m.max(d)
+        }
+    });
+    assert!(three.len() == one.len() && diff <= 1e-5, "samples on 3 threads differ by {diff}");
+
+    let threads = |model: &str| -> u64 {
+        let out = stdout_of(&[
+            "bench",
+            model,
+            "--batch",
+            "4",
+            "--iters",
+            "3",
+            "--warmup",
+            "1",
+            "--threads",
+            "2",
+            "--json",
+        ]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["threads"].as_u64().unwrap()
+    };
+    assert_eq!(threads(ring), 2);
+    assert_eq!(threads(seed_model().to_str().unwrap()), 1);
+    kiln()
+        .args(["sample", ring, "--threads", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--threads"));
+}
+
 fn image_size(path: &std::path::Path) -> (u32, u32) {
     // PNG: the IHDR chunk's width and height follow the 16-byte signature and chunk header.
     let b = std::fs::read(path).unwrap();
