@@ -1,6 +1,7 @@
 //! Sampling from an exported generator: noise `z [batch, latent]` in, samples out.
 
 use std::path::Path;
+use std::sync::{mpsc, Arc};
 
 use crate::ndarray::{Array2, ArrayD, ArrayView2, Axis};
 use tract_onnx::prelude::*;
@@ -15,14 +16,16 @@ use crate::samples::Samples;
 /// size it is called with (up to four).
 ///
 /// A call runs on one thread unless [`GeneratorModel::with_threads`] says otherwise: then its
-/// batch is cut into that many parts of equal size (the last one smaller), run at once on as many
-/// threads sharing the plans, and put back together in order; the samples are those of one call
-/// on the whole batch.
+/// batch is cut into that many parts of equal size (the last one smaller), run at once on the
+/// calling thread and on worker threads that share the plans and live as long as the model, and
+/// put back together in order; the samples are those of one call on the whole batch, up to the
+/// last bit (tract's kernels for other batch sizes may round otherwise). Clones share the plans
+/// and the workers.
 #[derive(Debug, Clone)]
 pub struct GeneratorModel {
-    plan: read::Runner,
+    plan: Arc<read::Runner>,
     meta: GeneratorMeta,
-    threads: usize,
+    workers: Arc<Workers>,
 }
 
 impl GeneratorModel {
@@ -63,8 +66,8 @@ impl GeneratorModel {
                 graph: format!("samples of shape {shape:?}"),
             });
         }
-        let plan = read::Runner::new(&name, typed, Some(source), limits.max_call_bytes)?;
-        Ok(GeneratorModel { plan, meta, threads: 1 })
+        let plan = Arc::new(read::Runner::new(&name, typed, Some(source), limits.max_call_bytes)?);
+        Ok(GeneratorModel { plan, meta, workers: Arc::new(Workers::start(0)) })
     }
 
     pub fn meta(&self) -> &GeneratorMeta {
@@ -73,14 +76,15 @@ impl GeneratorModel {
 
     /// Splits each call's batch across up to `threads` threads (at least 1; a batch smaller
     /// than `threads` gets one thread a row). [`crate::default_threads`] is the machine's cores.
+    /// Workers that cannot be started (the system refuses a thread) leave fewer threads.
     pub fn with_threads(mut self, threads: usize) -> Self {
-        self.threads = threads.max(1);
+        self.workers = Arc::new(Workers::start(threads.max(1) - 1));
         self
     }
 
-    /// The threads a call may use.
+    /// The threads a call may use: this one and the workers.
     pub fn threads(&self) -> usize {
-        self.threads
+        1 + self.workers.0.len()
     }
 
     /// Checks that a call on `batch` noise vectors stays within
@@ -104,35 +108,37 @@ impl GeneratorModel {
                 "noise of shape [{batch}, {width}] is not [batch ≥ 1, {latent}]"
             )));
         }
-        let parts = self.threads.min(batch);
+        let parts = self.threads().min(batch);
         let samples = if parts <= 1 { self.run(z)? } else { self.run_parts(z, parts)? };
         read::finite(&samples, "samples")?;
         Ok(samples)
     }
 
     fn run(&self, z: ArrayView2<f32>) -> Result<ArrayD<f32>> {
-        let out = self.plan.run(tvec!(read::input(z)))?;
-        read::array(&out[0])
+        run(&self.plan, z)
     }
 
-    /// `z` cut into `parts` row blocks, each run on a thread of its own (the first on this one).
+    /// `z` cut into `parts` row blocks: the first run on this thread, each other on a worker.
     fn run_parts(&self, z: ArrayView2<f32>, parts: usize) -> Result<ArrayD<f32>> {
         let rows = z.nrows().div_ceil(parts);
         let blocks: Vec<ArrayView2<f32>> = z.axis_chunks_iter(Axis(0), rows).collect();
-        let outs: Vec<Result<ArrayD<f32>>> = std::thread::scope(|scope| {
-            let spawned: Vec<_> = blocks[1..]
-                .iter()
-                .map(|block| std::thread::Builder::new().spawn_scoped(scope, move || self.run(*block)))
-                .collect();
-            let first = self.run(blocks[0]);
-            std::iter::once(first)
-                .chain(spawned.into_iter().zip(&blocks[1..]).map(|(handle, block)| match handle {
-                    Ok(handle) => handle.join().unwrap_or_else(|_| Err(run_err("a sampling thread failed"))),
-                    // No thread to be had: this one does the work.
-                    Err(_) => self.run(*block),
-                }))
-                .collect()
-        });
+        let sent: Vec<_> = blocks[1..]
+            .iter()
+            .zip(&self.workers.0)
+            .map(|(block, worker)| {
+                let (plan, block) = (self.plan.clone(), block.to_owned());
+                let (answer, result) = mpsc::channel();
+                let job: Job = Box::new(move || {
+                    let _ = answer.send(run(&plan, block.view()));
+                });
+                worker.send(job).ok().map(|()| result)
+            })
+            .collect();
+        let mut outs = vec![self.run(blocks[0])];
+        for (block, result) in blocks[1..].iter().zip(sent) {
+            // A worker gone (it cannot be, short of a panic) leaves its block to this thread.
+            outs.push(result.and_then(|r| r.recv().ok()).unwrap_or_else(|| self.run(*block)));
+        }
         let outs = outs.into_iter().collect::<Result<Vec<_>>>()?;
         let views: Vec<_> = outs.iter().map(|o| o.view()).collect();
         tract_ndarray::concatenate(Axis(0), &views).map_err(run_err)
@@ -197,6 +203,34 @@ impl GeneratorModel {
     fn chunks<F: FnMut(usize) -> Array2<f32>>(&self, n: usize, noise: F) -> Result<Chunks<'_, F>> {
         self.check_batch(n.min(CHUNK))?;
         Ok(Chunks { model: self, left: n, noise })
+    }
+}
+
+fn run(plan: &read::Runner, z: ArrayView2<f32>) -> Result<ArrayD<f32>> {
+    let out = plan.run(tvec!(read::input(z)))?;
+    read::array(&out[0])
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads that run jobs sent to them until the senders are dropped (with the last clone of the
+/// model that started them).
+struct Workers(Vec<mpsc::Sender<Job>>);
+
+impl Workers {
+    fn start(n: usize) -> Self {
+        let senders = (0..n).map_while(|i| {
+            let (send, jobs) = mpsc::channel::<Job>();
+            let worker = std::thread::Builder::new().name(format!("kiln-sample-{i}"));
+            worker.spawn(move || jobs.iter().for_each(|job| job())).ok().map(|_| send)
+        });
+        Workers(senders.collect())
+    }
+}
+
+impl std::fmt::Debug for Workers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Workers({})", self.0.len())
     }
 }
 

@@ -396,8 +396,15 @@ fn sample_saves_the_noise_it_fed_to_the_generator() {
     let latent = z3.lines().nth(1).unwrap().split(',').count();
     assert_eq!(z3.lines().count(), 1 + 3, "a header and one row per sample: {z3}");
     assert!(z3.lines().skip(1).all(|row| row.split(',').count() == latent));
-    // Fewer samples from the same seed: the same first noise rows and the same first samples.
-    assert!(z3.starts_with(&z2) && s3.starts_with(&s2), "{z2} / {z3}");
+    // Fewer samples from the same seed: the same first noise rows and the same first samples
+    // (up to rounding: tract's kernels for other batch sizes, or for a batch cut across
+    // threads, may round the last bit otherwise).
+    assert!(z3.starts_with(&z2), "{z2} / {z3}");
+    let values = |csv: &str| -> Vec<f32> {
+        csv.lines().skip(1).flat_map(|l| l.split(',').map(|v| v.parse::<f32>().unwrap())).collect::<Vec<_>>()
+    };
+    let (v3, v2) = (values(&s3), values(&s2));
+    assert!(v2.len() == 4 && v2.iter().zip(&v3).all(|(a, b)| (a - b).abs() <= 1e-6), "{s2} / {s3}");
     // The stream is kiln_infer::noise::normal's: its golden first values for seed 3
     // (infer/src/noise.rs, computed on x86_64 when that module was written).
     let first: Vec<f32> = z3.lines().nth(1).unwrap().split(',').map(|v| v.parse().unwrap()).collect();
