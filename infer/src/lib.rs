@@ -55,6 +55,8 @@ pub fn default_threads() -> usize {
 }
 
 /// A model file of either kind, as [`load`] found it.
+// One value a loaded model: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Model {
     NextWord(NextWordModel),
