@@ -130,6 +130,42 @@ pub fn diverged(epoch: usize, what: &str, checkpoint: Option<&Path>) -> anyhow::
     anyhow::anyhow!("training diverged in epoch {epoch}: {what}; {kept}")
 }
 
+/// Set when the user asks a run to stop (Ctrl-C): training loops end at their next step.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks every run in this process to stop at its next training step, as if its epochs were up
+/// but without saving or exporting anything more (a signal handler may call this).
+pub fn request_stop() {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`request_stop`] was called.
+pub fn stop_requested() -> bool {
+    STOP.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A run that stopped because [`request_stop`] was called; its message says what is kept.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted in epoch {epoch}: {kept}")]
+pub struct Interrupted {
+    pub epoch: usize,
+    kept: String,
+}
+
+/// The error of a run stopped in `epoch` (1-based), saying whether `checkpoint` holds the epochs
+/// before it and how to go on.
+pub fn interrupted(epoch: usize, checkpoint: Option<&Path>) -> anyhow::Error {
+    let kept = match checkpoint.filter(|p| p.exists()) {
+        Some(p) => format!(
+            "the checkpoint {} holds the last epoch saved: continue with --resume {}",
+            p.display(),
+            p.display()
+        ),
+        None => "no checkpoint was saved before it, and nothing was written".to_string(),
+    };
+    Interrupted { epoch, kept }.into()
+}
+
 /// What [`crate::optim::Optimizer::first_non_finite`] found, as [`diverged`] says it.
 pub fn non_finite((name, which): (String, &str)) -> String {
     format!("{which} of `{name}` are no longer finite numbers")

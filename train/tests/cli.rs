@@ -392,3 +392,53 @@ fn stream_training_reports_the_held_out_figure_kiln_score_gives() {
     fails(&["lm", "--corpus", &c, "--schedule", "plateau", "--valid-fraction", "0"], "holds nothing out");
     fails(&["gan", "--data", "ring8", "--schedule", "plateau"], "--schedule plateau follows a held-out loss");
 }
+
+/// Ctrl-C ends a run at its next step: exit 130, one line naming the epoch and the checkpoint to
+/// resume from, the checkpoints saved so far kept, no model written, no temporary left.
+#[test]
+fn an_interrupted_run_keeps_its_checkpoint_and_writes_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = corpus(dir.path());
+    let out = dir.path().join("m.onnx");
+    let ckpt = dir.path().join("m.ckpt.safetensors");
+    let bin = assert_cmd::cargo::cargo_bin("kiln-train");
+    let child = std::process::Command::new(bin)
+        .args(["lm", "--corpus", &corpus, "--out", out.to_str().unwrap(), "--epochs", "1000000"])
+        .args(["--embed", "8", "--hidden", "8", "--layers", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !ckpt.exists() {
+        assert!(start.elapsed().as_secs() < 120, "no checkpoint after two minutes");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child, which has not been waited for.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let error: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(error.len(), 1, "{stderr}");
+    assert!(
+        error[0].contains("interrupted in epoch")
+            && error[0].contains(&format!("--resume {}", ckpt.display())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out.exists(), "an interrupted run exported a model");
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["corpus.txt", "m.ckpt.safetensors"]);
+    // The checkpoint is whole: a resumed run reads it, and asked for one epoch, says how many it
+    // has done already.
+    train()
+        .args(["lm", "--resume", ckpt.to_str().unwrap(), "--epochs", "1"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("the checkpoint has already done"));
+}

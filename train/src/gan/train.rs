@@ -403,6 +403,10 @@ fn train_epochs(run: &GanRun, data: &TrainData, resume: Option<Saved>) -> anyhow
         tch::manual_seed(run::epoch_seed(t.seed, epoch));
         let mut sums = EpochSums::default();
         for step in 0..steps_per_epoch {
+            if run::stop_requested() {
+                bar.finish();
+                return Err(run::interrupted(epoch + 1, run.checkpoint.as_deref()));
+            }
             trainer.schedule(epoch * steps_per_epoch + step, total);
             let s = trainer.step();
             let (dl, gl) = (s.d_loss.double_value(&[]), s.g_loss.double_value(&[]));

@@ -377,6 +377,10 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Saved>) -
             Examples::Windows(w) => epoch_run.windows(w, batch, run, &mut step_lr)?,
             Examples::Stream(s) => epoch_run.stream(s, batch, cfg.context as usize, device, &mut step_lr)?,
         };
+        if run::stop_requested() {
+            bar.finish();
+            return Err(run::interrupted(epoch + 1, run.checkpoint.as_deref()));
+        }
         if let Some(bad) = adam.first_non_finite() {
             bar.finish();
             return Err(run::diverged(epoch + 1, &run::non_finite(bad), run.checkpoint.as_deref()));
@@ -520,6 +524,9 @@ impl EpochRun<'_> {
         let order = Tensor::from_slice(&order).to_device(device);
         let mut loss_sum = 0.0;
         for step in 0..n.div_ceil(batch) {
+            if run::stop_requested() {
+                break;
+            }
             let lo = step * batch;
             let len = batch.min(n - lo);
             let idx = order.narrow(0, lo as i64, len as i64);
@@ -557,6 +564,9 @@ impl EpochRun<'_> {
         let vocab = self.model.config.vocab;
         let mut loss_sum = 0.0;
         for (step, at) in (0..cols - 1).step_by(bptt).enumerate() {
+            if run::stop_requested() {
+                break;
+            }
             let len = bptt.min(cols - 1 - at) as i64;
             let x = data.narrow(0, at as i64, len); // [len, streams]
             let y = data.narrow(0, at as i64 + 1, len);

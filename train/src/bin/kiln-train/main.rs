@@ -37,6 +37,9 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Eval(_)) {
+        stop_on_signal();
+    }
     let result = match cli.command {
         Command::Lm(args) => lm::run(args),
         Command::Gan(args) => gan::run(args),
@@ -46,7 +49,26 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            // 128 + SIGINT, as a shell reports a command ended by Ctrl-C.
+            if err.is::<kiln_train::run::Interrupted>() {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// Ctrl-C (or SIGTERM/SIGHUP) ends a run at its next step, keeping the checkpoints saved so
+/// far and writing nothing more; a second one ends the process at once. Files are written to
+/// a temporary name and renamed, so neither leaves half a file.
+fn stop_on_signal() {
+    let _ = ctrlc::set_handler(|| {
+        if kiln_train::run::stop_requested() {
+            kiln_infer::fsx::remove_temporaries();
+            std::process::exit(130);
+        }
+        kiln_train::run::request_stop();
+        eprintln!("\nstopping at the next step (again to quit at once)");
+    });
 }
