@@ -189,6 +189,26 @@ pub fn check_fits(parameters: u128, sizes: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses, before anything is allocated, a run whose training step would not fit: the model's
+/// `parameters` (as [`check_fits`] counts them) and the step's `step_floats` (activations,
+/// logits and their gradients, estimated from the batch) against the memory available. `flags`
+/// names the settings that size a step.
+pub fn check_step_fits(parameters: u128, step_floats: u128, flags: &str) -> anyhow::Result<()> {
+    let (model, step) = (parameters.saturating_mul(16), step_floats.saturating_mul(4));
+    let Some(available) = available_memory() else { return Ok(()) };
+    if model.saturating_add(step) > available as u128 {
+        let gb = |b: u128| b as f64 / 1e9;
+        anyhow::bail!(
+            "a training step would hold about {:.1} GB of activations and logits, which with the \
+             model's {:.1} GB is more than the {:.1} GB of memory available: lower {flags}",
+            gb(step),
+            gb(model),
+            gb(available as u128)
+        );
+    }
+    Ok(())
+}
+
 /// Bytes of memory available to a new allocation (Linux's `MemAvailable`); `None` elsewhere.
 fn available_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;

@@ -442,3 +442,23 @@ fn an_interrupted_run_keeps_its_checkpoint_and_writes_nothing_more() {
         .failure()
         .stderr(predicate::str::contains("the checkpoint has already done"));
 }
+
+/// A batch whose training step could not fit in memory is refused before the model is built,
+/// naming the flags that size a step (libtorch's failed allocation would abort the process).
+/// The step asked for here — 100 streams × 2,999 positions × 8 layers of 1,024 — is estimated at
+/// about 120 GB, beyond this machine class's 24 GB; the model alone (67M parameters) fits.
+#[test]
+fn a_training_step_too_large_for_memory_is_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let line: String = (0..1000).map(|i| format!("w{} ", i % 50)).collect();
+    let text = format!("{}\n", line.trim_end()).repeat(300);
+    let c = dir.path().join("big.txt");
+    std::fs::write(&c, text).unwrap();
+    let args =
+        ["lm", "--corpus", c.to_str().unwrap(), "--batch-size", "100", "--bptt", "2999", "--embed", "1024"];
+    let args = [&args[..], &["--hidden", "1024", "--layers", "8", "--valid-fraction", "0"]].concat();
+    let start = std::time::Instant::now();
+    fails(&args, "a training step would hold about");
+    fails(&args, "lower --batch-size or --bptt");
+    assert!(start.elapsed().as_secs() < 60, "refused only after {:?}", start.elapsed());
+}

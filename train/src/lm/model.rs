@@ -121,6 +121,24 @@ impl LmConfig {
         let head = if self.tie_weights { v } else { h.saturating_mul(v).saturating_add(v) };
         total.saturating_add(head)
     }
+
+    /// An upper estimate of the floats one training step holds besides the weights, for `rows`
+    /// sequences of `len` positions with a prediction at `predicted` of them: the input rows,
+    /// each layer's gates, states and dropout masks kept for the backward pass, and the logits
+    /// with their log-softmax and gradient.
+    pub fn step_floats(&self, rows: u128, len: u128, predicted: u128) -> u128 {
+        let w = |x: i64| x.max(0) as u128;
+        let (v, h, layers) = (w(self.vocab), w(self.hidden), w(self.layers));
+        let width = match self.input {
+            InputKind::OneHot => v,
+            InputKind::Embedding { dim } => w(dim),
+        };
+        let per_position =
+            width.saturating_mul(2).saturating_add(h.saturating_mul(layers).saturating_mul(12));
+        let per_row =
+            len.saturating_mul(per_position).saturating_add(predicted.saturating_mul(v).saturating_mul(3));
+        rows.saturating_mul(per_row)
+    }
 }
 
 /// Largest vocabulary allowed with one-hot input: the export stores a `vocab × vocab` identity.

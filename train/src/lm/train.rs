@@ -321,6 +321,17 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Saved>) -
         );
     }
     run::check_fits(cfg.parameters(), "--hidden, --embed, --layers or --max-vocab")?;
+    let batch = data.train.batch(run.train.batch_size);
+    let (step, flags) = match &data.train {
+        Examples::Stream(ids) => {
+            let len = (cfg.context as usize).min((ids.len() / batch).saturating_sub(1)) as u128;
+            (cfg.step_floats(batch as u128, len, len), "--batch-size or --bptt")
+        }
+        Examples::Windows(_) => {
+            (cfg.step_floats(batch as u128, cfg.context as u128, 1), "--batch-size or --context")
+        }
+    };
+    run::check_step_fits(cfg.parameters(), step, flags)?;
     let device = run.device;
     tch::manual_seed(run.train.seed as i64);
     let mut vs = nn::VarStore::new(device);
@@ -339,7 +350,6 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Saved>) -
     if run.train.schedule == Schedule::Plateau && data.valid.is_empty() {
         bail!("--schedule plateau follows the held-out loss, and this run holds nothing out: give --valid FILE or --valid-fraction");
     }
-    let batch = data.train.batch(run.train.batch_size);
     let steps_per_epoch = data.train.steps(batch, cfg.context as usize);
     let total_steps = run.train.epochs * steps_per_epoch;
     let bar = Progress::new((run.train.epochs - start) * steps_per_epoch, run.log);
