@@ -210,7 +210,7 @@ pub fn check_step_fits(parameters: u128, step_floats: u128, flags: &str) -> anyh
 }
 
 /// Bytes of memory available to a new allocation (Linux's `MemAvailable`); `None` elsewhere.
-fn available_memory() -> Option<u64> {
+pub(crate) fn available_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

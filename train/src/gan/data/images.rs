@@ -208,13 +208,18 @@ pub fn load_image_folder(dir: &Path, opts: FolderOptions) -> anyhow::Result<Imag
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))? {
-            let path = entry.with_context(|| format!("cannot list {}", d.display()))?.path();
+            let entry = entry.with_context(|| format!("cannot list {}", d.display()))?;
+            let path = entry.path();
             let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
             if hidden {
                 continue;
             }
-            if path.is_dir() {
+            let kind = entry.file_type().with_context(|| format!("cannot read {}", path.display()))?;
+            if kind.is_dir() {
                 stack.push(path);
+            } else if kind.is_symlink() && path.is_dir() {
+                // A link to a folder is not followed: one to a folder above it would loop.
+                continue;
             } else {
                 files.push(path);
             }
@@ -222,6 +227,7 @@ pub fn load_image_folder(dir: &Path, opts: FolderOptions) -> anyhow::Result<Imag
     }
     files.sort();
     let (s, c) = (opts.size, opts.channels);
+    fits_in_memory(dir, files.len(), opts, crate::run::available_memory())?;
     let mut data: Vec<u8> = Vec::new();
     let mut skipped = 0;
     for path in &files {
@@ -258,6 +264,29 @@ pub fn load_image_folder(dir: &Path, opts: FolderOptions) -> anyhow::Result<Imag
         Tensor::from_slice(&data).to_kind(Kind::Float).view([n as i64, c as i64, s as i64, s as i64]) / 127.5
             - 1.0;
     Ok(ImageSet { images, labels: None, skipped })
+}
+
+/// Refuses `files` pictures from `dir` that could not all be held in `available` bytes: each
+/// becomes c × s × s bytes, then as many f32 three times over (the tensor and its rescaling's
+/// temporaries). Checked before any is decoded.
+fn fits_in_memory(
+    dir: &Path,
+    files: usize,
+    opts: FolderOptions,
+    available: Option<u64>,
+) -> anyhow::Result<()> {
+    let (s, c) = (opts.size as u128, opts.channels as u128);
+    let need = (files as u128).saturating_mul(c * s * s).saturating_mul(13);
+    match available {
+        Some(available) if need > available as u128 => bail!(
+            "{}: {files} files as {c}×{s}×{s} images would take up to {:.1} GB of memory, more than \
+             the {:.1} GB available: use a smaller --image-size or fewer pictures",
+            dir.display(),
+            need as f64 / 1e9,
+            available as f64 / 1e9
+        ),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -344,6 +373,8 @@ mod tests {
         image::GrayImage::from_pixel(3, 3, image::Luma([255])).save(dir.path().join("sub/b.png")).unwrap();
         std::fs::write(dir.path().join("notes.txt"), "not a picture").unwrap();
         std::fs::write(dir.path().join("broken.png"), b"\x89PNG garbage").unwrap();
+        // A link back up the tree is neither followed nor counted.
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("sub/up")).unwrap();
         let set = load_image_folder(dir.path(), FolderOptions { size: 2, channels: 3 }).unwrap();
         assert_eq!((set.len(), set.skipped), (2, 2));
         assert_eq!(set.sample_shape(), [3, 2, 2]);
@@ -372,5 +403,16 @@ mod tests {
         std::fs::write(empty.path().join("x.jpg"), b"nope").unwrap();
         let err = load_image_folder(empty.path(), FolderOptions { size: 8, channels: 1 }).unwrap_err();
         assert!(err.to_string().contains("1 could not be read"), "{err}");
+    }
+
+    #[test]
+    fn a_folder_of_more_pictures_than_memory_holds_is_refused_before_decoding() {
+        let opts = FolderOptions { size: 64, channels: 3 };
+        let dir = Path::new("pics");
+        // 64 × 64 × 3 bytes, and 12 more a byte as f32: 159,744 bytes a picture.
+        assert!(fits_in_memory(dir, 1000, opts, Some(159_744_000)).is_ok());
+        let err = fits_in_memory(dir, 1001, opts, Some(159_744_000)).unwrap_err().to_string();
+        assert!(err.contains("1001 files as 3×64×64 images") && err.contains("--image-size"), "{err}");
+        assert!(fits_in_memory(dir, usize::MAX, opts, None).is_ok(), "no reading of memory: no refusal");
     }
 }
