@@ -199,7 +199,7 @@ pub fn check_step_fits(parameters: u128, step_floats: u128, flags: &str) -> anyh
     if model.saturating_add(step) > available as u128 {
         let gb = |b: u128| b as f64 / 1e9;
         anyhow::bail!(
-            "a training step would hold about {:.1} GB of activations and logits, which with the \
+            "a training step would hold about {:.1} GB (activations, logits and their gradients), which with the \
              model's {:.1} GB is more than the {:.1} GB of memory available: lower {flags}",
             gb(step),
             gb(model),

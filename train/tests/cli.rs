@@ -201,6 +201,9 @@ fn gan_trains_exports_and_evaluates_and_refuses_bad_input() {
     fails(&["gan", "--data", "ring8", "--pack", "0"], "must be at least 1");
     fails(&["gan", "--data", "ring8", "--maxout", "0"], "must be at least 1");
     fails(&["gan", "--data", "ring8", "--d-steps", "0"], "--d-steps must be at least 1");
+    // About 1.5 TB of activations: refused before libtorch is asked (its failed allocation
+    // aborted the process).
+    fails(&["gan", "--data", "ring8", "--batch", "100000000"], "a training step would hold about");
     fails(
         &["gan", "--data", "ring8", "--out", "no/such/dir/g.onnx"],
         "the folder no/such/dir does not exist",

@@ -41,6 +41,14 @@ impl GanArch {
         }
     }
 
+    /// Floats one sample holds in a training step (an upper estimate).
+    pub fn sample_floats(&self) -> u128 {
+        match self {
+            GanArch::Mlp(c) => c.sample_floats(),
+            GanArch::Dcgan(c) => c.sample_floats(),
+        }
+    }
+
     pub fn latent(&self) -> i64 {
         match self {
             GanArch::Mlp(c) => c.latent,
