@@ -261,10 +261,19 @@ impl Floats {
             name: name.to_string(),
             dims: self.dims,
             data_type: DataType::Float as i32,
-            raw_data: self.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            raw_data: le_bytes(&self.data),
             ..Default::default()
         }
     }
+}
+
+/// `data` as ONNX stores floats: little-endian bytes.
+fn le_bytes(data: &[f32]) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(data.len() * 4);
+    for v in data {
+        raw.extend_from_slice(&v.to_le_bytes());
+    }
+    raw
 }
 
 /// The initializers that are constants (not overridable by a graph input of the same name).
@@ -342,8 +351,11 @@ fn find_folds(graph: &GraphProto) -> Vec<Fold> {
             // The weight's elements, with output channel `c` at stride `inner` within blocks of
             // `channels · inner`.
             let inner: usize = weight.dims[axis + 1..].iter().map(|&d| d as usize).product();
-            let data =
-                weight.data.iter().enumerate().map(|(i, w)| w * scale[(i / inner) % channels]).collect();
+            let mut data = Vec::with_capacity(weight.data.len());
+            for (block, run) in weight.data.chunks(inner.max(1)).enumerate() {
+                let s = scale[block % channels];
+                data.extend(run.iter().map(|w| w * s));
+            }
             let folded_bias = (0..channels).map(|c| (bias[c] - mean[c]) * scale[c] + beta[c]).collect();
             Some(Fold {
                 layer,
