@@ -87,17 +87,17 @@ pub fn bench(path: impl AsRef<Path>, options: &BenchOptions) -> Result<BenchRepo
         return Err(Error::argument("iters", "must be at least 1"));
     }
     let batch = options.batch;
-    let start = Instant::now();
-    let model = crate::load(path, &options.load)?;
-    let load = start.elapsed();
     if options.threads == 0 {
         return Err(Error::argument("threads", "must be at least 1"));
     }
+    let start = Instant::now();
+    let model = crate::load(path, &options.load)?;
+    let load = start.elapsed();
     let mut threads = 1;
     let (kind, call, unit, mut times) = match model {
         Model::Generator(g) => {
             let g = g.with_threads(options.threads);
-            threads = options.threads.min(batch);
+            threads = g.threads().min(batch);
             g.check_batch(batch)?;
             let latent = g.meta().latent;
             let z = Array2::from_shape_vec((batch, latent), crate::noise::normal(0, batch * latent))

@@ -167,8 +167,8 @@ struct SampleArgs {
 
 impl SampleArgs {
     fn load(&self) -> anyhow::Result<GeneratorModel> {
-        let threads = self.threads.map_or_else(kiln_infer::default_threads, usize::from);
-        Ok(GeneratorModel::load_with(&self.model, &self.limits.options())?.with_threads(threads))
+        Ok(GeneratorModel::load_with(&self.model, &self.limits.options())?
+            .with_threads(threads_or_cores(self.threads)))
     }
 
     /// What can be checked before the generator runs.
@@ -187,6 +187,11 @@ impl SampleArgs {
         }
         Ok(())
     }
+}
+
+/// `--threads`, or the library's default (the cores).
+fn threads_or_cores(flag: Option<u16>) -> usize {
+    flag.map_or_else(kiln_infer::default_threads, usize::from)
 }
 
 /// Whether `a` and `b` name the same file, existing or not (`x.csv` and `./x.csv` do).
@@ -509,8 +514,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             write_samples(&mut out, &args, &g, steps, chunks)?;
         }
         Command::Bench { model, batch, iters, warmup, threads, load, json } => {
-            let threads = threads.map_or_else(kiln_infer::default_threads, usize::from);
-            let options = BenchOptions { batch, iters, warmup, threads, load: load.options() };
+            let options = BenchOptions {
+                batch,
+                iters,
+                warmup,
+                threads: threads_or_cores(threads),
+                load: load.options(),
+            };
             let r = kiln_infer::bench::bench(&model, &options)?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;

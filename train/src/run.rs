@@ -171,39 +171,44 @@ pub fn non_finite((name, which): (String, &str)) -> String {
     format!("{which} of `{name}` are no longer finite numbers")
 }
 
-/// Refuses, before anything is allocated, a model whose `parameters` would not fit in the memory
-/// this machine has available: training holds each as an f32 four times (weights, gradients and
-/// Adam's two moments), before any activation. `sizes` names the flags that set the size.
-pub fn check_fits(parameters: u128, sizes: &str) -> anyhow::Result<()> {
-    let need = parameters.saturating_mul(16);
-    let Some(available) = available_memory() else { return Ok(()) };
-    if need > available as u128 {
-        let gb = |b: u128| b as f64 / 1e9;
-        anyhow::bail!(
-            "the model would have {parameters} parameters: {:.1} GB for its weights, gradients and \
-             Adam's moments, more than the {:.1} GB of memory available: use smaller {sizes}",
-            gb(need),
-            gb(available as u128)
-        );
-    }
-    Ok(())
+/// What a training run holds, for [`check_fits`].
+pub struct Footprint<'a> {
+    /// Trainable values: each held as an f32 four times (weights, gradients and Adam's two
+    /// moments).
+    pub parameters: u128,
+    /// Floats one training step holds besides (activations, logits and their gradients,
+    /// estimated from the batch).
+    pub step_floats: u128,
+    /// The flags that set the model's size, and those that size a step, as messages name them.
+    pub sizes: &'a str,
+    pub step_flags: &'a str,
 }
 
-/// Refuses, before anything is allocated, a run whose training step would not fit: the model's
-/// `parameters` (as [`check_fits`] counts them) and the step's `step_floats` (activations,
-/// logits and their gradients, estimated from the batch) against the memory available. `flags`
-/// names the settings that size a step.
-pub fn check_step_fits(parameters: u128, step_floats: u128, flags: &str) -> anyhow::Result<()> {
-    let (model, step) = (parameters.saturating_mul(16), step_floats.saturating_mul(4));
+/// Refuses, before anything is allocated, a run that would not fit in the memory this machine
+/// has available: the model alone (naming `sizes`), or the model with one training step
+/// (naming `step_flags`).
+pub fn check_fits(f: &Footprint) -> anyhow::Result<()> {
+    let (model, step) = (f.parameters.saturating_mul(16), f.step_floats.saturating_mul(4));
     let Some(available) = available_memory() else { return Ok(()) };
-    if model.saturating_add(step) > available as u128 {
-        let gb = |b: u128| b as f64 / 1e9;
+    let gb = |b: u128| b as f64 / 1e9;
+    let available_gb = gb(available as u128);
+    if model > available as u128 {
         anyhow::bail!(
-            "a training step would hold about {:.1} GB (activations, logits and their gradients), which with the \
-             model's {:.1} GB is more than the {:.1} GB of memory available: lower {flags}",
+            "the model would have {} parameters: {:.1} GB for its weights, gradients and Adam's \
+             moments, more than the {available_gb:.1} GB of memory available: use smaller {}",
+            f.parameters,
+            gb(model),
+            f.sizes
+        );
+    }
+    if model.saturating_add(step) > available as u128 {
+        anyhow::bail!(
+            "a training step would hold about {:.1} GB (activations, logits and their gradients), \
+             which with the model's {:.1} GB is more than the {available_gb:.1} GB of memory \
+             available: lower {}",
             gb(step),
             gb(model),
-            gb(available as u128)
+            f.step_flags
         );
     }
     Ok(())

@@ -169,9 +169,12 @@ struct StepLosses {
 impl<'a> Trainer<'a> {
     fn new(run: &'a GanRun, data: &'a TrainData) -> anyhow::Result<Self> {
         let (arch, t, device) = (&run.model, &run.train, run.device);
-        run::check_fits(arch.parameters(), "--latent, --hidden, --g-width, --d-width or layer counts")?;
-        let step = arch.sample_floats().saturating_mul(t.batch.max(0) as u128);
-        run::check_step_fits(arch.parameters(), step, "--batch")?;
+        run::check_fits(&run::Footprint {
+            parameters: arch.parameters(),
+            step_floats: arch.sample_floats().saturating_mul(t.batch.max(0) as u128),
+            sizes: "--latent, --hidden, --g-width, --d-width or layer counts",
+            step_flags: "--batch",
+        })?;
         tch::manual_seed(t.seed as i64);
         let g_vs = nn::VarStore::new(device);
         let d_vs = nn::VarStore::new(device);

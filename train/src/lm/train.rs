@@ -320,9 +320,8 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Saved>) -
             cfg.vocab
         );
     }
-    run::check_fits(cfg.parameters(), "--hidden, --embed, --layers or --max-vocab")?;
     let batch = data.train.batch(run.train.batch_size);
-    let (step, flags) = match &data.train {
+    let (step_floats, step_flags) = match &data.train {
         Examples::Stream(ids) => {
             let len = (cfg.context as usize).min((ids.len() / batch).saturating_sub(1)) as u128;
             (cfg.step_floats(batch as u128, len, len), "--batch-size or --bptt")
@@ -331,7 +330,12 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Saved>) -
             (cfg.step_floats(batch as u128, cfg.context as u128, 1), "--batch-size or --context")
         }
     };
-    run::check_step_fits(cfg.parameters(), step, flags)?;
+    run::check_fits(&run::Footprint {
+        parameters: cfg.parameters(),
+        step_floats,
+        sizes: "--hidden, --embed, --layers or --max-vocab",
+        step_flags,
+    })?;
     let device = run.device;
     tch::manual_seed(run.train.seed as i64);
     let mut vs = nn::VarStore::new(device);
