@@ -5,7 +5,7 @@
 //! `Ok` or an `Err` — never a panic — within a time and memory budget.
 //!
 //! `cargo xtask test` runs `KILN_FUZZ_CASES` cases (10,000 by default, about 15 s here);
-//! `cargo xtask fuzz --minutes N` runs this test in release mode for N minutes
+//! `cargo xtask fuzz --minutes N` runs this test for N minutes
 //! (`KILN_FUZZ_SECONDS`), from `KILN_FUZZ_SEED` (default 0). A failing case prints its number:
 //! `KILN_FUZZ_SEED=… KILN_FUZZ_CASES=1` (with `KILN_FUZZ_FIRST=…`) replays it, and
 //! `target/fuzz-case.onnx` holds the file being tried (kept if the process dies on it).

@@ -98,7 +98,16 @@ fn bootstrap(cuda: bool) -> Result<Deps> {
     }
     let pip = |args: &[&str]| {
         run(Command::new(&python)
-            .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q"])
+            // No pip cache: the torch wheel would sit on disk twice (about 1 GB more).
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "-q",
+                "--no-cache-dir",
+            ])
             .args(args))
     };
     if cuda {
@@ -235,13 +244,35 @@ fn cargo() -> Command {
     c
 }
 
+/// What a run of the suite from a clean clone writes under `target/`, in GB (measured
+/// 2026-12-01: 3.9 GB, of which 2.2 GB are the cross builds of `tests/edge.rs`), with a margin.
+const SUITE_DISK_GB: f64 = 6.0;
+
 fn test(extra: &[String]) -> Result {
+    // Running out of disk half-way shows up as a compiler error far from its cause: say it first.
+    if let Some(free) = free_gb(&root()) {
+        eprintln!("xtask: {free:.1} GB free on the disk of {}", root().display());
+        if free < SUITE_DISK_GB {
+            eprintln!(
+                "xtask: warning: a run from a clean clone writes about {SUITE_DISK_GB} GB under target/ \
+                 (.deps/, libtorch and the Python tools, takes 1.4 GB more); this one may run out of disk"
+            );
+        }
+    }
     let deps = bootstrap(false)?;
     // tests/edge.rs cross-builds `kiln` and runs it under qemu-user.
     cross::tools(cross::TARGETS)?;
     // kiln-infer's freedom from libtorch is itself a test (infer/tests/dependencies.rs), so one
     // workspace run covers it without building the dependencies twice.
     run(cargo().args(["test", "--workspace"]).args(extra).env("KILN_PYTHON", &deps.python))
+}
+
+/// Free space on the disk that holds `path`, in GB, as `df` reports it (None where it cannot).
+fn free_gb(path: &Path) -> Option<f64> {
+    let out = Command::new("df").arg("-Pk").arg(path).output().ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let kilobytes: f64 = text.lines().nth(1)?.split_whitespace().nth(3)?.parse().ok()?;
+    Some(kilobytes / 1e6)
 }
 
 /// The suite's model-file fuzzer, for a time instead of a number of cases.
