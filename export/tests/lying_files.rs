@@ -185,3 +185,35 @@ fn tensors_built_from_constants_beyond_the_budget_are_refused_before_tract_folds
     let g = GeneratorModel::from_bytes(&fine, "small.onnx").unwrap();
     assert_eq!(g.generate(Array2::zeros((1, 2)).view()).unwrap().shape(), [1, 2]);
 }
+
+#[test]
+fn a_generator_that_computes_on_its_weights_or_fixes_a_huge_batch_is_refused_at_once() {
+    let dcgan = shipped("fashion-dcgan.onnx");
+    let graph = dcgan.graph.as_ref().unwrap();
+    let z = graph.input[0].name.clone();
+    // The first node that reads `z` rewired to read a weight: the whole generator is then a
+    // computation on constants, which tract would run while loading (3.9 s and 346 MB before).
+    let mut rewired = dcgan.clone();
+    let g = rewired.graph.as_mut().unwrap();
+    let weight = g.initializer.iter().find(|t| t.dims.len() == 4).unwrap().name.clone();
+    let first = g.node.iter_mut().find(|n| n.input.contains(&z)).unwrap();
+    let slot = first.input.iter().position(|i| *i == z).unwrap();
+    first.input[slot] = weight;
+    let start = std::time::Instant::now();
+    let e = generator_error(&rewired.encode_to_vec());
+    assert!(e.contains("reads only constants, so it would run while the model loads"), "{e}");
+    assert!(start.elapsed().as_secs_f64() < 1.0, "refusing took {:?}", start.elapsed());
+    // `z` declared with a fixed batch of 2^33: planning would broadcast a bias to 6.7 TB.
+    let mut huge = dcgan.clone();
+    let input = &mut huge.graph.as_mut().unwrap().input[0];
+    let kiln_infer::pb::type_proto::Value::TensorType(t) =
+        input.r#type.as_mut().unwrap().value.as_mut().unwrap();
+    let batch = &mut t.shape.as_mut().unwrap().dim[0];
+    batch.value = Some(kiln_infer::pb::tensor_shape_proto::dimension::Value::DimValue(1 << 33));
+    let start = std::time::Instant::now();
+    let e = generator_error(&huge.encode_to_vec());
+    assert!(e.contains("even its smallest call would hold up to"), "{e}");
+    assert!(start.elapsed().as_secs_f64() < 1.0, "refusing took {:?}", start.elapsed());
+    // The file as shipped loads.
+    GeneratorModel::from_bytes(&dcgan.encode_to_vec(), "dcgan.onnx").unwrap();
+}

@@ -46,6 +46,11 @@ impl GeneratorModel {
     }
 
     pub(crate) fn from_file(file: ModelFile) -> Result<Self> {
+        let path = file.name.clone();
+        crate::error::catching(&path, "loading the model", move || Self::build(file))
+    }
+
+    fn build(file: ModelFile) -> Result<Self> {
         let ModelFile { name, graph, props, limits, .. } = file;
         let meta = GeneratorMeta::from_props(&props)
             .map_err(|source| Error::Contract { path: name.clone(), source })?;

@@ -337,7 +337,7 @@ fn in_flags(err: anyhow::Error) -> anyhow::Error {
             };
             anyhow::anyhow!("{e} ({flag} raises it)")
         }
-        Error::CallTooLarge { .. } | Error::BuildsTooMuch { .. } => {
+        Error::CallTooLarge { .. } | Error::BuildsTooMuch { .. } | Error::NoCallFits { .. } => {
             anyhow::anyhow!("{e} (--max-call-mb raises it)")
         }
         _ => err,

@@ -158,6 +158,11 @@ impl NextWordModel {
     }
 
     pub(crate) fn from_file(file: ModelFile, options: &LoadOptions) -> Result<Self> {
+        let path = file.name.clone();
+        crate::error::catching(&path, "loading the model", move || Self::build(file, options))
+    }
+
+    fn build(file: ModelFile, options: &LoadOptions) -> Result<Self> {
         let ModelFile { name, graph, props, limits, proto } = file;
         let (graph, meta, interface, ports) = if props.contains_key(crate::contract::key::KIND) {
             if options.vocab.is_some() {

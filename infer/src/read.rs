@@ -82,6 +82,13 @@ impl ModelFile {
 
     /// Parses a model file's bytes; `name` names it in messages.
     pub fn parse(bytes: &[u8], name: String, options: &LoadOptions) -> Result<Self> {
+        let path = name.clone();
+        crate::error::catching(&path, "reading the model", move || {
+            Self::parse_unguarded(bytes, name, options)
+        })
+    }
+
+    fn parse_unguarded(bytes: &[u8], name: String, options: &LoadOptions) -> Result<Self> {
         use tract_onnx::tract_hir::prelude::Framework as _;
         let bad = |e: anyhow::Error| Error::BadModel { path: name.clone(), source: e.into() };
         let limits = options.limits;
@@ -96,11 +103,14 @@ impl ModelFile {
         }
         if let Some(g) = &proto.graph {
             crate::guard::check_structure(g).map_err(|e| bad(anyhow::anyhow!(e)))?;
-            crate::guard::check_constants(g, limits.max_call_bytes).map_err(|r| Error::BuildsTooMuch {
-                path: name.clone(),
-                node: r.node,
-                need_mb: r.bytes.map(|b| (b / 1_000_000).min(u64::MAX as u128) as u64),
-                limit_mb: limits.max_call_bytes / 1_000_000,
+            crate::guard::check_constants(g, limits.max_call_bytes).map_err(|r| match r.computes {
+                true => Error::ComputesOnConstants { path: name.clone(), node: r.node },
+                false => Error::BuildsTooMuch {
+                    path: name.clone(),
+                    node: r.node,
+                    need_mb: r.bytes.map(|b| (b / 1_000_000).min(u64::MAX as u128) as u64),
+                    limit_mb: limits.max_call_bytes / 1_000_000,
+                },
             })?;
         }
         crate::fuse::optimise(&mut proto);
@@ -291,6 +301,8 @@ pub(crate) fn input<T: Datum + Clone, D: tract_ndarray::Dimension>(
 /// op's, for one), and a seed LSTM whose states were reused between calls gave other answers.
 /// Clones share the graphs and the plan for any batch, not the per-shape plans.
 pub(crate) struct Runner {
+    /// The model file, as messages name it.
+    name: String,
     any: Arc<TypedRunnableModel>,
     size: CallSize,
     /// The graph before typing, from which per-shape plans are made (setting the symbols of the
@@ -318,9 +330,26 @@ impl Runner {
         max_call_bytes: u64,
     ) -> Result<Self> {
         let size = CallSize::new(&typed, max_call_bytes);
+        // A graph whose smallest call cannot fit is refused before tract plans it: planning
+        // allocates at the graph's fixed sizes (a bias broadcast to a fixed output shape of
+        // 6.7 TB, from a generator whose `z` declared a batch of 2^33).
+        let smallest = size.need(1);
+        if smallest > max_call_bytes {
+            return Err(Error::NoCallFits {
+                path: name.to_string(),
+                need_mb: smallest.div_ceil(1_000_000),
+                limit_mb: max_call_bytes / 1_000_000,
+            });
+        }
         let symbolic = !size.symbols.is_empty();
         let source = per_shape.filter(|_| symbolic).map(Arc::new);
-        Ok(Runner { any: ModelFile::plan(name, typed)?, size, source, concrete: Mutex::new(Vec::new()) })
+        Ok(Runner {
+            name: name.to_string(),
+            any: ModelFile::plan(name, typed)?,
+            size,
+            source,
+            concrete: Mutex::new(Vec::new()),
+        })
     }
 
     /// Checks that a call on inputs of `shapes` stays within the call limit.
@@ -335,8 +364,10 @@ impl Runner {
     /// Runs the graph on `inputs`, with the plan for their shapes.
     pub fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
         self.size.check(self.size.scale(|i| inputs.get(i).map(|v| v.shape())))?;
-        let plan = self.plan_for(&inputs).unwrap_or_else(|| self.any.clone());
-        plan.run(inputs).map_err(run_err)
+        crate::error::catching(&self.name, "running the model", || {
+            let plan = self.plan_for(&inputs).unwrap_or_else(|| self.any.clone());
+            plan.run(inputs).map_err(run_err)
+        })
     }
 
     /// The plan for the shapes of `inputs`, made if there is room; `None` when there are no
@@ -364,6 +395,7 @@ impl Runner {
 impl Clone for Runner {
     fn clone(&self) -> Self {
         Runner {
+            name: self.name.clone(),
             any: self.any.clone(),
             size: self.size.clone(),
             source: self.source.clone(),
@@ -431,8 +463,13 @@ impl CallSize {
         })
     }
 
+    /// Bytes a call holds at most, given the product of its symbols' values.
+    fn need(&self, scale: u64) -> u64 {
+        self.unit.saturating_mul(scale).saturating_add(self.fixed)
+    }
+
     fn check(&self, scale: u64) -> Result<()> {
-        let need = self.unit.saturating_mul(scale).saturating_add(self.fixed);
+        let need = self.need(scale);
         if need > self.max {
             return Err(Error::CallTooLarge {
                 need_mb: need.div_ceil(1_000_000),

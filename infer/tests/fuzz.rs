@@ -8,7 +8,8 @@
 //! `cargo xtask fuzz --minutes N` runs this test for N minutes
 //! (`KILN_FUZZ_SECONDS`), from `KILN_FUZZ_SEED` (default 0). A failing case prints its number:
 //! `KILN_FUZZ_SEED=… KILN_FUZZ_CASES=1` (with `KILN_FUZZ_FIRST=…`) replays it, and
-//! `target/fuzz-case.onnx` holds the file being tried (kept if the process dies on it).
+//! `target/fuzz-case.onnx` holds the file being tried (kept after a replay of one case, or if the
+//! process dies on it).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
@@ -69,8 +70,9 @@ fn stage(s: &'static str) {
 /// The word a next-word case prompts with.
 static WORD: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
 
-/// Where the last panic happened.
-static WHERE: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+/// Where the first panic of the case happened and its message, caught by the library or not.
+/// and the stage it happened in.
+static WHERE: std::sync::Mutex<Option<(String, String, &'static str)>> = std::sync::Mutex::new(None);
 
 /// What one case may take: the issue's bar for `kiln` on a model file.
 const CASE_SECONDS: f64 = 2.0;
@@ -405,7 +407,14 @@ fn mutated_model_files_are_loaded_or_refused_never_a_panic() {
         if std::env::var_os("KILN_FUZZ_TRACE").is_some() {
             eprintln!("{at}\n{}", std::backtrace::Backtrace::force_capture());
         }
-        *WHERE.lock().unwrap_or_else(|e| e.into_inner()) = at;
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        let stage = *STAGE.lock().unwrap_or_else(|e| e.into_inner());
+        WHERE.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert((at, msg, stage));
     }));
     let start = Instant::now();
     let (mut loaded, mut failures, mut slowest, mut biggest) =
@@ -422,6 +431,7 @@ fn mutated_model_files_are_loaded_or_refused_never_a_panic() {
         let base = HELD.load(Ordering::Relaxed);
         PEAK.store(base, Ordering::Relaxed);
         let t = Instant::now();
+        WHERE.lock().unwrap_or_else(|e| e.into_inner()).take();
         let outcome = std::panic::catch_unwind(|| try_case(&bytes, vocab.clone()));
         let took = t.elapsed().as_secs_f64();
         let used = PEAK.load(Ordering::Relaxed).saturating_sub(base);
@@ -430,24 +440,26 @@ fn mutated_model_files_are_loaded_or_refused_never_a_panic() {
         }
         biggest = biggest.max((used, n));
         let what = format!("case {n} ({}: {})", corpus[which].0, done.join("; "));
-        match outcome {
-            Ok(ok) => loaded += u64::from(ok),
-            Err(p) => {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                let at = WHERE.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let stage = *STAGE.lock().unwrap_or_else(|e| e.into_inner());
+        let panicked = WHERE.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match (outcome, panicked) {
+            (Ok(ok), None) => loaded += u64::from(ok),
+            // A panic that left the library: it must return every failure as an error.
+            (Err(_), p) => {
+                let (at, msg, stage) = p.unwrap_or_default();
+                failures.push(format!("{what}: {stage}: a panic left the library, at {at}: {msg}"));
+            }
+            // Caught by the library (`Error::Internal`). Inside a dependency, that is tract's
+            // shape inference asserting; the binary, which aborts on panic, must still give the
+            // user one clean line. In kiln's own code, it is a bug.
+            (Ok(ok), Some((at, msg, stage))) => {
+                loaded += u64::from(ok);
                 if at.contains("/registry/src/") {
-                    // Inside a dependency: the binary must still give the user one clean line.
                     upstream.push(format!("{what}: {stage}: panicked at {at}: {msg}"));
                     if let Err(e) = kiln_reports(&bytes, vocab.as_ref(), stage) {
                         failures.push(format!("{what}: panicked at {at}: {msg}; {e}"));
                     }
                 } else {
-                    failures.push(format!("{what}: panicked at {at}: {msg}"));
+                    failures.push(format!("{what}: {stage}: panicked at {at}: {msg}"));
                 }
             }
         }
@@ -460,8 +472,11 @@ fn mutated_model_files_are_loaded_or_refused_never_a_panic() {
         n += 1;
     }
     let _ = std::panic::take_hook();
-    let _ = std::fs::remove_file(&current);
     let ran = n - first;
+    if ran != 1 {
+        // A replayed case keeps its file, for `kiln` or the profiler.
+        let _ = std::fs::remove_file(&current);
+    }
     eprintln!(
         "fuzz: {ran} cases from seed {seed} in {:.1} s, {loaded} loaded and ran; slowest case {} ({:.2} s), \
          largest case {} ({} MB); {} panic(s) inside tract, each an `error:` line and exit 1 from `kiln`; \
