@@ -85,6 +85,25 @@ pub struct Prediction {
 /// text and JSON); [`NextWordModel::generate_iter`] has no such bound.
 pub const MAX_COLLECTED_WORDS: usize = 100_000;
 
+/// Next-word models with at most this many bytes of weights get a plan per concrete input shape
+/// (see [`read::Runner`]); larger ones run every call on the plan for any shape. Measured
+/// 2026-12-01 (`kiln bench`, release build, one thread, this 2-core machine, the two plans
+/// interleaved): the seed LSTM (under 1 KB of weights) at 64 windows 71 → 37 µs a call, batch 1
+/// unchanged; the tied Shakespeare LSTM (9 MB) unchanged at batch 1 and 10% slower at 64 windows
+/// (245–270 vs 282–302 ms). The line is drawn at tract's 4 MiB budget for folding constants at
+/// load; no model between the two was measured.
+const PER_SHAPE_MAX_WEIGHTS: usize = 4 << 20;
+
+/// Bytes of the constants of a typed graph: its weights.
+fn weight_bytes(typed: &TypedModel) -> usize {
+    typed
+        .nodes
+        .iter()
+        .filter_map(|n| n.op_as::<tract_onnx::tract_core::ops::konst::Const>())
+        .map(|c| c.val().len() * c.val().datum_type().size_of())
+        .sum()
+}
+
 /// Sampling settings for [`NextWordModel::generate`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateOptions {
@@ -176,6 +195,7 @@ impl NextWordModel {
             let f = crate::foreign::read(graph, proto.as_ref(), &name, options)?;
             (f.graph, f.meta, f.interface, f.ports)
         };
+        let source = graph.clone();
         let typed = ModelFile::typed(&name, graph)?;
         if let Interface::TokenIds { layers, hidden } = interface {
             // tokens, h0, c0 in; logits, hn, cn (and logits_all) out.
@@ -189,7 +209,8 @@ impl NextWordModel {
                 check.axis(false, input, 2, hidden, crate::contract::key::HIDDEN, "a state")?;
             }
         }
-        let plan = read::Runner::new(&name, typed, None, limits.max_call_bytes)?;
+        let per_shape = (weight_bytes(&typed) <= PER_SHAPE_MAX_WEIGHTS).then_some(source);
+        let plan = read::Runner::new(&name, typed, per_shape, limits.max_call_bytes)?;
         let vocab = Vocab::new(meta.vocab.clone());
         Ok(NextWordModel { plan, meta, vocab, interface, ports })
     }
@@ -594,4 +615,48 @@ fn nll(logits: impl Iterator<Item = f32> + Clone, target: usize) -> f64 {
 /// One row of token ids, `[1, len]`.
 fn row(ids: &[i64]) -> Array2<i64> {
     Array2::from_shape_vec((1, ids.len()), ids.to_vec()).expect("one row of ids")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Batches of 1 to 9 windows: the first shapes get plans of their own (the models' weights
+    /// are small), the later ones run on the plan for any shape. Every row's scores, and its
+    /// state, must match the same windows run in one batch of 9.
+    #[test]
+    fn every_batch_size_gives_the_rows_of_one_big_batch() {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        for path in
+            [format!("{dir}/../models/seed-lstm.onnx"), format!("{dir}/tests/fixtures/tiny-coin-stream.onnx")]
+        {
+            let model = NextWordModel::load(&path, &LoadOptions::default()).unwrap();
+            assert!(model.plan.per_shape(), "{path}: small weights, plans per shape");
+            let words = model.meta().vocab.len() as i64;
+            let seq = 3;
+            let ids: Vec<i64> = (0..9 * seq as i64).map(|i| (i * 7 + i / 3) % words).collect();
+            let tokens = Array2::from_shape_vec((9, seq), ids).unwrap();
+            let all = model.run(tokens.view(), None).unwrap();
+            for batch in 1..=9 {
+                let got = model.run(tokens.slice(crate::ndarray::s![..batch, ..]), None).unwrap();
+                let diff = crate::numeric::max_abs_diff(
+                    got.logits.as_slice().unwrap(),
+                    all.logits.slice(crate::ndarray::s![..batch, ..]).to_owned().as_slice().unwrap(),
+                );
+                assert!(diff <= 1e-5, "{path}, batch {batch}: scores differ by {diff}");
+                if let (Some(g), Some(a)) = (&got.state, &all.state) {
+                    let rows = crate::ndarray::s![.., ..batch, ..];
+                    let h = crate::numeric::max_abs_diff(
+                        g.h.as_slice().unwrap(),
+                        a.h.slice(rows).to_owned().as_slice().unwrap(),
+                    );
+                    assert!(h <= 1e-5, "{path}, batch {batch}: states differ by {h}");
+                }
+            }
+        }
+        // The Shakespeare LSTM's 9 MB of weights: one plan for any shape.
+        let large =
+            NextWordModel::load(format!("{dir}/../models/shakespeare-lstm.onnx"), &LoadOptions::default());
+        assert!(!large.unwrap().plan.per_shape());
+    }
 }

@@ -291,9 +291,9 @@ pub(crate) fn input<T: Datum + Clone, D: tract_ndarray::Dimension>(
 /// - The plan made at load, for any batch.
 /// - Where asked for, a plan per concrete input shape: tract optimises a graph whose batch is a
 ///   known number better than one whose batch is a symbol (the fashion generator runs 2.3×
-///   faster at batch 1 and 1.2× at batch 64). Next-word models do not ask: tract's plan for the
-///   tied Shakespeare LSTM at a concrete shape packs its 8000-word head's weight on every call
-///   (1.3× slower than the plan for any shape). The first call at a new shape optimises the
+///   faster at batch 1 and 1.2× at batch 64; the seed LSTM 1.9× at 64 windows). Next-word
+///   models with large weights do not ask: the tied Shakespeare LSTM's concrete plan is 10%
+///   slower at 64 windows (`next_word::PER_SHAPE_MAX_WEIGHTS`). The first call at a new shape optimises the
 ///   graph for it (about as long as loading took); later calls at that shape reuse it. Up to
 ///   [`Runner::SHAPES`] shapes are kept; others run on the plan for any batch.
 ///
@@ -359,6 +359,12 @@ impl Runner {
 
     pub fn model(&self) -> &TypedModel {
         self.any.model()
+    }
+
+    /// Whether calls get plans for their concrete shapes.
+    #[cfg(test)]
+    pub fn per_shape(&self) -> bool {
+        self.source.is_some()
     }
 
     /// Runs the graph on `inputs`, with the plan for their shapes.
