@@ -9,13 +9,21 @@ fn train() -> Command {
     Command::cargo_bin("kiln-train").unwrap()
 }
 
+/// `kiln-train ARGS` fails as a user should see it: exit 1 (clap's usage errors: 2), no signal,
+/// and one line on stderr, an `error:` line that says `message`.
 fn fails(args: &[&str], message: &str) {
-    train()
-        .args(args)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(message))
-        .stderr(predicate::str::contains("panicked").not());
+    let out = train().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let code = out.status.code();
+    assert!(matches!(code, Some(1 | 2)), "{args:?}: exit {:?} (a signal, if None):\n{stderr}", out.status);
+    assert!(stderr.contains(message), "{args:?}: stderr does not say {message:?}:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?}: panicked:\n{stderr}");
+    if code == Some(1) {
+        assert!(
+            stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1,
+            "{args:?}: not one error line:\n{stderr}"
+        );
+    }
 }
 
 fn corpus(dir: &Path) -> String {
