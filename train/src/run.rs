@@ -144,6 +144,20 @@ pub fn stop_requested() -> bool {
     STOP.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Set when a training loop starts: before that (reading data, building the model) nothing is
+/// written that a stop should wait for, so a signal may end the process at once.
+static TRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks that a training loop has started, from which point [`request_stop`] is how to end it.
+pub fn training_begins() {
+    TRAINING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether a training loop has started in this process.
+pub fn training_began() -> bool {
+    TRAINING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A run that stopped because [`request_stop`] was called; its message says what is kept.
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted in epoch {epoch}: {kept}")]

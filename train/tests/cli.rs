@@ -209,6 +209,12 @@ fn gan_trains_exports_and_evaluates_and_refuses_bad_input() {
     fails(&["gan", "--data", "ring8", "--pack", "0"], "must be at least 1");
     fails(&["gan", "--data", "ring8", "--maxout", "0"], "must be at least 1");
     fails(&["gan", "--data", "ring8", "--d-steps", "0"], "--d-steps must be at least 1");
+    fails(&["gan", "--data", "ring8", "--image-size", "0"], "--image-size must be 28, 32 or 64, not 0");
+    fails(&["gan", "--data", "fashion-mnist", "--channels", "2"], "--channels must be 1 (grey) or 3");
+    fails(&["gan", "--data", "ring8", "--latent", "1000000000"], "more than the");
+    // A corpus that never ends is read no further than the limit (it was read until memory ran out).
+    fails(&["lm", "--corpus", "/dev/zero"], "corpus /dev/zero holds more than the 2000 MB of text");
+    fails(&["lm", "--corpus", "no/such.txt"], "cannot read corpus no/such.txt");
     // About 1.5 TB of activations: refused before libtorch is asked (its failed allocation
     // aborted the process).
     fails(&["gan", "--data", "ring8", "--batch", "100000000"], "a training step would hold about");
@@ -452,6 +458,42 @@ fn an_interrupted_run_keeps_its_checkpoint_and_writes_nothing_more() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("the checkpoint has already done"));
+}
+
+/// Before training begins (here: waiting to read a corpus from a pipe nobody writes), a signal
+/// ends the process at once: there is no step to stop at and nothing written to keep.
+#[test]
+fn a_signal_while_data_is_read_ends_the_run_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("corpus.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string naming a path in our own temporary folder.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let out = dir.path().join("m.onnx");
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln-train"))
+        .args(["lm", "--corpus", fifo.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: signalling our own child, which has not been waited for.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut child = child;
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed().as_secs() >= 10 {
+            let _ = child.kill();
+            panic!("still running 10 s after SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted before training began: nothing was written"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["corpus.fifo"]);
 }
 
 /// A batch whose training step could not fit in memory is refused before the model is built,

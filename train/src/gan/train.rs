@@ -403,6 +403,7 @@ fn train_epochs(run: &GanRun, data: &TrainData, resume: Option<Saved>) -> anyhow
     let total = t.epochs * steps_per_epoch;
     let bar = Progress::new((t.epochs - start) * steps_per_epoch, run.log);
     let curve_every = (steps_per_epoch / 10).max(1);
+    run::training_begins();
     for epoch in start..t.epochs {
         let t0 = std::time::Instant::now();
         tch::manual_seed(run::epoch_seed(t.seed, epoch));

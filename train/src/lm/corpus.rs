@@ -8,7 +8,9 @@
 //!   line break, so a corpus of sentences trains on sentences.
 
 use std::collections::HashMap;
+use std::path::Path;
 
+use anyhow::Context as _;
 use kiln_infer::contract::{TokenizerSpec, EOS, UNK};
 use kiln_infer::text::{self, Vocab};
 use rand::seq::SliceRandom;
@@ -16,6 +18,35 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// The seed lecture's six sentences.
+/// The most text a corpus or held-out file may hold: 2,000 MB (about 350 million words, more
+/// than this machine class can hold as training data). A larger file, or a device or pipe that
+/// never ends (`/dev/zero` was read until memory ran out), is refused after reading this much.
+pub const MAX_TEXT_BYTES: u64 = 2_000_000_000;
+
+/// Reads the UTF-8 text file at `path` (`what` names it in messages: "corpus"), reading no more
+/// than `max` bytes.
+pub fn read_text(path: &Path, what: &str, max: u64) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let unreadable = || format!("cannot read {what} {} (it must be a UTF-8 text file)", path.display());
+    let file = std::fs::File::open(path).with_context(unreadable)?;
+    let too_large = || {
+        anyhow::anyhow!(
+            "{what} {} holds more than the {} MB of text a run may read",
+            path.display(),
+            max / 1_000_000
+        )
+    };
+    if file.metadata().with_context(unreadable)?.len() > max {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes).with_context(unreadable)?;
+    if bytes.len() as u64 > max {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|e| anyhow::anyhow!(e)).with_context(unreadable)
+}
+
 pub const SEED_SENTENCES: [&str; 6] =
     ["i like dog", "i love coffee", "i hate milk", "you like cat", "you love milk", "you hate coffee"];
 
@@ -174,6 +205,25 @@ mod tests {
 
     fn all(min_count: usize, max_vocab: Option<usize>) -> VocabOptions {
         VocabOptions { min_count, max_vocab }
+    }
+
+    #[test]
+    fn text_is_read_up_to_the_limit_and_refused_beyond_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.txt");
+        std::fs::write(&path, "to be or not\n").unwrap();
+        assert_eq!(read_text(&path, "corpus", 13).unwrap(), "to be or not\n");
+        let e = read_text(&path, "corpus", 12).unwrap_err().to_string();
+        assert!(
+            e.starts_with("corpus ") && e.ends_with("holds more than the 0 MB of text a run may read"),
+            "{e}"
+        );
+        // A device that never ends is read no further than the limit.
+        let e = read_text(Path::new("/dev/zero"), "corpus", 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("/dev/zero holds more than"), "{e}");
+        std::fs::write(&path, [0xff, 0xfe]).unwrap();
+        let e = format!("{:#}", read_text(&path, "corpus", 100).unwrap_err());
+        assert!(e.contains("it must be a UTF-8 text file"), "{e}");
     }
 
     #[test]

@@ -136,10 +136,7 @@ impl LmOutcome {
 /// Reads the text and builds the vocabulary (from the training text only) and the examples.
 /// With `vocab` given (on resume) it is reused as is: a model's vocabulary never changes under it.
 pub fn prepare_data(train: &TrainConfig, context: usize, vocab: Option<Vocab>) -> anyhow::Result<LmData> {
-    let read = |path: &Path, what: &str| {
-        std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {what} {} (it must be a UTF-8 text file)", path.display()))
-    };
+    let read = |path: &Path, what: &str| corpus::read_text(path, what, corpus::MAX_TEXT_BYTES);
     let text = match &train.source {
         Source::Seed => corpus::SEED_SENTENCES.join("\n"),
         Source::Corpus(path) => read(path, "corpus")?,
@@ -379,6 +376,7 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Saved>) -
         ),
     });
 
+    run::training_begins();
     for epoch in start..run.train.epochs {
         let t0 = Instant::now();
         tch::manual_seed(run::epoch_seed(run.train.seed, epoch));

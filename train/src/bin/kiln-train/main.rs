@@ -60,10 +60,16 @@ fn main() -> ExitCode {
 }
 
 /// Ctrl-C (or SIGTERM/SIGHUP) ends a run at its next step, keeping the checkpoints saved so
-/// far and writing nothing more; a second one ends the process at once. Files are written to
-/// a temporary name and renamed, so neither leaves half a file.
+/// far and writing nothing more; a second one ends the process at once, as does the first
+/// before training has begun (while data is read). Files are written to a temporary name and
+/// renamed, so neither leaves half a file.
 fn stop_on_signal() {
     let _ = ctrlc::set_handler(|| {
+        if !kiln_train::run::training_began() {
+            kiln_infer::fsx::remove_temporaries();
+            eprintln!("\ninterrupted before training began: nothing was written");
+            std::process::exit(130);
+        }
         if kiln_train::run::stop_requested() {
             kiln_infer::fsx::remove_temporaries();
             std::process::exit(130);
