@@ -65,12 +65,15 @@ fn main() -> TractResult<()> {
     println!("{path}, batch {batch}: {:.3} ms per run", total * 1e3 / iters as f64);
     for (id, t) in rows {
         let node = plan.model().node(id);
+        // The op's own description: for a matmul, the kernel tract chose.
+        let info = node.op().info().unwrap_or_default().join("; ");
         println!(
-            "{:>9.3} ms {:>5.1}%  {} {}",
+            "{:>9.3} ms {:>5.1}%  {} {}  {}",
             t * 1e3 / iters as f64,
             100.0 * t / total,
             node.op().name(),
-            node.name
+            node.name,
+            info.chars().take(160).collect::<String>()
         );
     }
     Ok(())
