@@ -254,12 +254,14 @@ pub(crate) fn check_constants(graph: &GraphProto, max_bytes: u64) -> Result<(), 
             ints.insert(t.name.clone(), v);
         }
     }
+    // Shapes built partly from the input's shape (`Concat(Constant, Unsqueeze(Gather(Shape(x))),
+    // Constant)`): the product of their known entries, a floor on the tensor's size in a call
+    // of one (every unknown entry at 1). tract may fold such a tensor at load once the input's
+    // shape is set (a `ConstantOfShape` of [2^30 + 1, batch, 5] took over a minute), so a floor
+    // beyond the budget is refused like a constant size.
+    let mut floors: HashMap<String, u128> = HashMap::new();
     for node in &graph.node {
         let is_constant = node.input.iter().all(|i| i.is_empty() || constant.contains(i));
-        if !is_constant {
-            continue;
-        }
-        let known = |i: usize| node.input.get(i).and_then(|name| ints.get(name));
         let refuse = |bytes: Option<u128>| Refusal {
             node: if node.name.is_empty() {
                 format!("a {} node", node.op_type)
@@ -269,6 +271,42 @@ pub(crate) fn check_constants(graph: &GraphProto, max_bytes: u64) -> Result<(), 
             bytes,
             computes: false,
         };
+        if !is_constant {
+            let floor_of =
+                |name: &String| ints.get(name).map_or_else(|| floors.get(name).copied(), |v| product(v));
+            let floor = match node.op_type.as_str() {
+                "Concat" => node
+                    .input
+                    .iter()
+                    .filter(|i| !i.is_empty())
+                    .map(|i| floor_of(i).unwrap_or(1))
+                    .try_fold(1u128, |a, b| a.checked_mul(b))
+                    .filter(|_| node.input.iter().any(|i| ints.contains_key(i) || floors.contains_key(i))),
+                "Identity" | "Cast" | "Squeeze" | "Unsqueeze" => node.input.first().and_then(floor_of),
+                "ConstantOfShape" | "Expand" => {
+                    let at = usize::from(node.op_type == "Expand");
+                    if let Some(f) = node.input.get(at).and_then(|n| floors.get(n)) {
+                        let data_type = match node.op_type.as_str() {
+                            "ConstantOfShape" => {
+                                attr_tensor(node).map_or(DataType::Float as i32, |t| t.data_type)
+                            }
+                            _ => node.input.first().and_then(|n| types.get(n.as_str())).copied().unwrap_or(0),
+                        };
+                        let bytes = f.saturating_mul(element_bytes(data_type));
+                        if bytes > max_bytes as u128 {
+                            return Err(refuse(Some(bytes)));
+                        }
+                    }
+                    None
+                }
+                _ => None,
+            };
+            if let (Some(f), Some(o)) = (floor, node.output.first()) {
+                floors.insert(o.clone(), f);
+            }
+            continue;
+        }
+        let known = |i: usize| node.input.get(i).and_then(|name| ints.get(name));
         if HEAVY.contains(&node.op_type.as_str()) {
             return Err(Refusal { computes: true, ..refuse(None) });
         }
@@ -528,6 +566,33 @@ mod tests {
         // Through a chain of light ops on constants, the LSTM still computes on constants only.
         let nodes = vec![node("Relu", &["w"], "r"), node("LSTM", &["r", "w", "w"], "y")];
         assert!(check_constants(&graph(vec![w], nodes), u64::MAX).unwrap_err().computes);
+    }
+
+    #[test]
+    fn a_size_partly_from_the_input_is_refused_when_its_known_part_is_over_the_budget() {
+        // ConstantOfShape(Concat([n], Unsqueeze(Gather(Shape(x), 1)), [5])): n · batch · 5 floats.
+        let shape = |n: i64| {
+            let nodes = vec![
+                node("Shape", &["x"], "s"),
+                node("Gather", &["s", "one"], "b"),
+                node("Unsqueeze", &["b", "zero"], "b1"),
+                NodeProto {
+                    input: vec!["n".into(), "b1".into(), "five".into()],
+                    ..node("Concat", &[], "dims")
+                },
+                node("ConstantOfShape", &["dims"], "y"),
+            ];
+            let inits =
+                vec![int64s("n", &[n]), int64s("one", &[1]), int64s("zero", &[0]), int64s("five", &[5])];
+            graph(inits, nodes)
+        };
+        // 2^30 + 1 rows (as a fuzzed file had): 21 GB at a batch of one.
+        let e = check_constants(&shape((1 << 30) + 1), 1000 * MB).unwrap_err();
+        assert_eq!(e.bytes, Some(((1u128 << 30) + 1) * 5 * 4));
+        // One row, as exported: the floor is 20 bytes; the rest is the call check's.
+        assert!(check_constants(&shape(1), 1000 * MB).is_ok());
+        assert!(check_constants(&shape(1), 20).is_ok());
+        assert!(check_constants(&shape(1), 19).is_err());
     }
 
     #[test]
