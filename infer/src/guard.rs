@@ -98,6 +98,15 @@ pub(crate) fn check_structure(graph: &GraphProto) -> Result<(), String> {
             op if op == "Squeeze" || op == "Unsqueeze" || op.starts_with("Reduce") => {
                 let from_input =
                     node.input.get(1).and_then(|n| graph.initializer.iter().find(|t| &t.name == n));
+                // ONNX's axes are int64; tract reads others as whatever they hold, and a float
+                // weight taken for axes left a later normalisation indexing past a shape.
+                if let Some(t) = from_input.filter(|t| t.data_type != DataType::Int64 as i32) {
+                    return Err(format!(
+                        "{} takes its axes from `{}`, which is not an int64 tensor",
+                        name(),
+                        t.name
+                    ));
+                }
                 let axes = ints("axes").map(<[i64]>::to_vec).or_else(|| from_input.and_then(int_values));
                 if let Some(axes) = axes.filter(|a| a.iter().any(|&x| !(-MAX_RANK..MAX_RANK).contains(&x))) {
                     return Err(format!("{} has axes {axes:?}, beyond any tensor's rank", name()));
@@ -606,6 +615,22 @@ mod tests {
         let c = NodeProto { attribute: vec![value], ..node("Constant", &[], "s") };
         let g = graph(vec![], vec![c, node("ConstantOfShape", &["s"], "y")]);
         assert_eq!(check_constants(&g, 1000 * MB).unwrap_err().bytes, Some(4 << 40));
+    }
+
+    #[test]
+    fn axes_that_are_not_integers_are_refused() {
+        let w = TensorProto {
+            name: "w".into(),
+            dims: vec![2],
+            data_type: 1,
+            float_data: vec![0.0, 1.0],
+            ..Default::default()
+        };
+        let e = check_structure(&graph(vec![w], vec![node("Squeeze", &["x", "w"], "y")])).unwrap_err();
+        assert_eq!(e, "the Squeeze node `Squeeze_0` takes its axes from `w`, which is not an int64 tensor");
+        assert!(
+            check_structure(&graph(vec![int64s("a", &[0])], vec![node("Squeeze", &["x", "a"], "y")])).is_ok()
+        );
     }
 
     #[test]
