@@ -296,9 +296,7 @@ pub(crate) fn check_constants(graph: &GraphProto, max_bytes: u64) -> Result<(), 
                     let at = usize::from(node.op_type == "Expand");
                     if let Some(f) = node.input.get(at).and_then(|n| floors.get(n)) {
                         let data_type = match node.op_type.as_str() {
-                            "ConstantOfShape" => {
-                                attr_tensor(node).map_or(DataType::Float as i32, |t| t.data_type)
-                            }
+                            "ConstantOfShape" => constant_of_shape_type(node),
                             _ => node.input.first().and_then(|n| types.get(n.as_str())).copied().unwrap_or(0),
                         };
                         let bytes = f.saturating_mul(element_bytes(data_type));
@@ -361,7 +359,7 @@ pub(crate) fn check_constants(graph: &GraphProto, max_bytes: u64) -> Result<(), 
         };
         if let Some(elements) = elements {
             let data_type = match node.op_type.as_str() {
-                "ConstantOfShape" => attr_tensor(node).map_or(DataType::Float as i32, |t| t.data_type),
+                "ConstantOfShape" => constant_of_shape_type(node),
                 "RandomNormal" | "RandomUniform" => node
                     .attribute
                     .iter()
@@ -438,6 +436,13 @@ pub(crate) fn int_values(t: &TensorProto) -> Option<Vec<i64>> {
         return None;
     };
     (v.len() == len).then_some(v)
+}
+
+/// The element type a `ConstantOfShape` builds: its `value`'s. Without one ONNX says float32, but
+/// tract builds float64 (a damaged attribute name made a 537 MB estimate a 1.07 GB tensor), so the
+/// widest type is counted.
+fn constant_of_shape_type(node: &NodeProto) -> i32 {
+    attr_tensor(node).map_or(DataType::Double as i32, |t| t.data_type)
 }
 
 fn attr_tensor(node: &NodeProto) -> Option<&TensorProto> {
@@ -520,15 +525,28 @@ mod tests {
             e,
             Refusal {
                 node: "the ConstantOfShape node `ConstantOfShape_0`".into(),
-                bytes: Some(4 * 10u128.pow(12)),
+                // No `value`: counted as float64, as tract builds it.
+                bytes: Some(8 * 10u128.pow(12)),
                 computes: false,
             }
         );
         let small = graph(vec![int64s("s", &[10, 10])], vec![node("ConstantOfShape", &["s"], "y")]);
         assert!(check_constants(&small, MB).is_ok());
-        // The budget is where the line is drawn: 100 float elements of 4 bytes.
-        assert!(check_constants(&small, 400).is_ok());
-        assert!(check_constants(&small, 399).is_err());
+        // The budget is where the line is drawn: 100 elements of 8 bytes.
+        assert!(check_constants(&small, 800).is_ok());
+        assert!(check_constants(&small, 799).is_err());
+        // With a float32 `value`, 4 bytes each.
+        let value = AttributeProto {
+            name: "value".into(),
+            t: Some(TensorProto { dims: vec![1], data_type: 1, float_data: vec![0.0], ..Default::default() }),
+            ..Default::default()
+        };
+        let f32_small = graph(
+            vec![int64s("s", &[10, 10])],
+            vec![NodeProto { attribute: vec![value], ..node("ConstantOfShape", &["s"], "y") }],
+        );
+        assert!(check_constants(&f32_small, 400).is_ok());
+        assert!(check_constants(&f32_small, 399).is_err());
     }
 
     #[test]
@@ -595,13 +613,13 @@ mod tests {
                 vec![int64s("n", &[n]), int64s("one", &[1]), int64s("zero", &[0]), int64s("five", &[5])];
             graph(inits, nodes)
         };
-        // 2^30 + 1 rows (as a fuzzed file had): 21 GB at a batch of one.
+        // 2^30 + 1 rows (as a fuzzed file had): 43 GB of float64 at a batch of one.
         let e = check_constants(&shape((1 << 30) + 1), 1000 * MB).unwrap_err();
-        assert_eq!(e.bytes, Some(((1u128 << 30) + 1) * 5 * 4));
-        // One row, as exported: the floor is 20 bytes; the rest is the call check's.
+        assert_eq!(e.bytes, Some(((1u128 << 30) + 1) * 5 * 8));
+        // One row, as exported: the floor is 40 bytes; the rest is the call check's.
         assert!(check_constants(&shape(1), 1000 * MB).is_ok());
-        assert!(check_constants(&shape(1), 20).is_ok());
-        assert!(check_constants(&shape(1), 19).is_err());
+        assert!(check_constants(&shape(1), 40).is_ok());
+        assert!(check_constants(&shape(1), 39).is_err());
     }
 
     #[test]
@@ -614,7 +632,7 @@ mod tests {
             AttributeProto { name: "value".into(), t: Some(int64s("", &[1 << 40])), ..Default::default() };
         let c = NodeProto { attribute: vec![value], ..node("Constant", &[], "s") };
         let g = graph(vec![], vec![c, node("ConstantOfShape", &["s"], "y")]);
-        assert_eq!(check_constants(&g, 1000 * MB).unwrap_err().bytes, Some(4 << 40));
+        assert_eq!(check_constants(&g, 1000 * MB).unwrap_err().bytes, Some(8 << 40));
     }
 
     #[test]
