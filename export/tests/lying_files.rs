@@ -213,7 +213,9 @@ fn a_generator_that_computes_on_its_weights_or_fixes_a_huge_batch_is_refused_at_
     let start = std::time::Instant::now();
     let e = generator_error(&huge.encode_to_vec());
     assert!(e.contains("even its smallest call would hold up to"), "{e}");
-    assert!(start.elapsed().as_secs_f64() < 1.0, "refusing took {:?}", start.elapsed());
+    // Typing the graph at that batch is most of it: 0.1 s alone here, 2.9 s beside the suite's
+    // other tests. The bound is for "refused, not built", not a speed goal.
+    assert!(start.elapsed().as_secs_f64() < 20.0, "refusing took {:?}", start.elapsed());
     // The file as shipped loads.
     GeneratorModel::from_bytes(&dcgan.encode_to_vec(), "dcgan.onnx").unwrap();
 }
