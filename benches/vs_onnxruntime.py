@@ -6,7 +6,11 @@
 (1, and a throughput batch: 64 windows, 256 points, 64 images) it runs, in interleaved rounds,
 `kiln bench --json` (kiln times its own calls in-process: the library's load and per-call
 latency) and onnxruntime's `InferenceSession.run` on the same file with inputs of the same
-shapes, `intra_op_num_threads = inter_op_num_threads = 1`, sequential execution. Each side's
+shapes, `intra_op_num_threads = inter_op_num_threads = 1`, sequential execution.
+
+A next-word model is timed on the call `kiln predict` makes (onnxruntime asked for the same
+outputs: logits, hn, cn) and, where the file also writes every position's logits, on the call
+`kiln score` makes (every output, both sides). Each side's
 figure is the median over rounds of its p50 per call. It also times an empty onnxruntime call
 (an Identity model on one float): Python's share of every onnxruntime figure, which matters on
 the tiny models. Prints a Markdown table; `--json` writes the figures.
@@ -60,20 +64,31 @@ def session(path):
     return s, (time.perf_counter() - start) * 1e3
 
 
-def ort_p50(sess, feed, iters, warmup):
+def ort_p50(sess, feed, iters, warmup, outputs=None):
     for _ in range(warmup):
-        sess.run(None, feed)
+        sess.run(outputs, feed)
     times = []
     for _ in range(iters):
         start = time.perf_counter()
-        sess.run(None, feed)
+        sess.run(outputs, feed)
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3
 
 
-def kiln_bench(binary, path, batch, iters, warmup):
+def calls(path, props):
+    """The calls timed on a model: (name, kiln bench flags, onnxruntime output names or None for all)."""
+    if props["kiln.kind"] != "next-word":
+        return [("samples", [], None)]
+    rows = [("next word", [], ["logits", "hn", "cn"])]
+    outputs = [o.name for o in onnx.load(path, load_external_data=False).graph.output]
+    if "logits_all" in outputs:
+        rows.append(("every position", ["--every-position"], None))
+    return rows
+
+
+def kiln_bench(binary, path, batch, iters, warmup, flags):
     out = subprocess.run(
-        [binary, "bench", path, "--batch", str(batch), "--iters", str(iters), "--warmup", str(warmup), "--threads", "1", "--json"],
+        [binary, "bench", path, "--batch", str(batch), "--iters", str(iters), "--warmup", str(warmup), "--threads", "1", "--json", *flags],
         check=True,
         capture_output=True,
         text=True,
@@ -111,38 +126,40 @@ def main():
         empties = []
         for path in models:
             props = meta(path)
-            for batch in batches(props):
-                feed = inputs(props, batch)
-                sess, ort_load = session(path)
-                # Enough calls for about a second per side and round, at least 20.
-                one = max(ort_p50(sess, feed, 5, 2), 1e-3)
-                iters = int(min(2000, max(20, 1000 / one)))
-                kiln, orts, kiln_loads, ort_loads = [], [], [], [ort_load]
-                for _ in range(args.rounds):
-                    p50, load = kiln_bench(args.kiln, path, batch, iters, max(5, iters // 10))
-                    kiln.append(p50)
-                    kiln_loads.append(load)
-                    orts.append(ort_p50(sess, feed, iters, max(5, iters // 10)))
-                    ort_loads.append(session(path)[1])
-                    empties.append(ort_p50(empty, empty_feed, 2000, 100))
-                row = {
-                    "model": os.path.basename(path).removesuffix(".onnx"),
-                    "batch": batch,
-                    "kiln_p50_ms": statistics.median(kiln),
-                    "ort_p50_ms": statistics.median(orts),
-                    "kiln_load_ms": statistics.median(kiln_loads),
-                    "ort_load_ms": statistics.median(ort_loads),
-                }
-                row["ratio"] = row["kiln_p50_ms"] / row["ort_p50_ms"]
-                rows.append(row)
-                print(f"{row['model']} batch {batch}: kiln {fmt_ms(row['kiln_p50_ms'])}, onnxruntime "
-                      f"{fmt_ms(row['ort_p50_ms'])}", flush=True)
+            for call, flags, outputs in calls(path, props):
+                for batch in batches(props):
+                    feed = inputs(props, batch)
+                    sess, ort_load = session(path)
+                    # Enough calls for about a second per side and round, at least 20.
+                    one = max(ort_p50(sess, feed, 5, 2, outputs), 1e-3)
+                    iters = int(min(2000, max(20, 1000 / one)))
+                    kiln, orts, kiln_loads, ort_loads = [], [], [], [ort_load]
+                    for _ in range(args.rounds):
+                        p50, load = kiln_bench(args.kiln, path, batch, iters, max(5, iters // 10), flags)
+                        kiln.append(p50)
+                        kiln_loads.append(load)
+                        orts.append(ort_p50(sess, feed, iters, max(5, iters // 10), outputs))
+                        ort_loads.append(session(path)[1])
+                        empties.append(ort_p50(empty, empty_feed, 2000, 100))
+                    row = {
+                        "model": os.path.basename(path).removesuffix(".onnx"),
+                        "call": call,
+                        "batch": batch,
+                        "kiln_p50_ms": statistics.median(kiln),
+                        "ort_p50_ms": statistics.median(orts),
+                        "kiln_load_ms": statistics.median(kiln_loads),
+                        "ort_load_ms": statistics.median(ort_loads),
+                    }
+                    row["ratio"] = row["kiln_p50_ms"] / row["ort_p50_ms"]
+                    rows.append(row)
+                    print(f"{row['model']} {call} batch {batch}: kiln {fmt_ms(row['kiln_p50_ms'])}, onnxruntime "
+                          f"{fmt_ms(row['ort_p50_ms'])}", flush=True)
     empty_ms = statistics.median(empties)
     print()
-    print("| model | batch | kiln p50 | onnxruntime p50 | kiln / ORT | kiln load | ORT session |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | call | batch | kiln p50 | onnxruntime p50 | kiln / ORT | kiln load | ORT session |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['batch']} | {fmt_ms(r['kiln_p50_ms'])} | {fmt_ms(r['ort_p50_ms'])} | "
+        print(f"| {r['model']} | {r['call']} | {r['batch']} | {fmt_ms(r['kiln_p50_ms'])} | {fmt_ms(r['ort_p50_ms'])} | "
               f"{r['ratio']:.2f} | {r['kiln_load_ms']:.1f} ms | {r['ort_load_ms']:.1f} ms |")
     print(f"\nAn empty onnxruntime call (Identity on one float) costs {fmt_ms(empty_ms)} from Python: "
           "part of every onnxruntime figure above.")

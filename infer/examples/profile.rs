@@ -1,7 +1,9 @@
 //! Time per node of a model's optimised plan, the slowest first: where a graph spends its time.
 //!
-//!     cargo run --release -p kiln-infer --example profile -- MODEL.onnx [BATCH] [ITERS] [SEQ]
+//!     cargo run --release -p kiln-infer --example profile -- MODEL.onnx [BATCH] [ITERS] [SEQ] [--raw]
 //!
+//! The graph is the one kiln runs: the file with kiln's load-time rewrites
+//! (`kiln_infer::rewrite_for_tract`); `--raw` profiles tract's own reading of the file instead.
 //! Feeds zeros of the model's input shapes (the batch axis set to BATCH, 1 by default; the
 //! second axis of an int64 input, a window of token ids, set to SEQ, 1 by default) and sums
 //! each node's time over ITERS runs (100 by default) of a plan made for those shapes.
@@ -14,13 +16,18 @@ use tract_onnx::tract_core::plan::{eval, SimpleState};
 use tract_onnx::tract_hir::infer::Factoid;
 
 fn main() -> TractResult<()> {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let raw = args.iter().any(|a| a == "--raw");
+    args.retain(|a| a != "--raw");
     let path = args.get(1).ok_or_else(|| anyhow::anyhow!("usage: profile MODEL.onnx [BATCH] [ITERS]"))?;
     let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(1);
     let iters: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(100);
     let seq: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(1);
     let t0 = Instant::now();
-    let mut model = tract_onnx::onnx().model_for_path(path)?;
+    let onnx = tract_onnx::onnx();
+    let mut proto = onnx.proto_model_for_path(path)?;
+    let rewritten = if raw { 0 } else { kiln_infer::rewrite_for_tract(&mut proto) };
+    let mut model = onnx.model_for_proto_model(&proto)?;
     let parsed = t0.elapsed();
     let mut inputs = TVec::new();
     for i in 0..model.inputs.len() {
@@ -62,7 +69,8 @@ fn main() -> TractResult<()> {
     let total = start.elapsed().as_secs_f64();
     let mut rows: Vec<(usize, f64)> = times.into_iter().collect();
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
-    println!("{path}, batch {batch}: {:.3} ms per run", total * 1e3 / iters as f64);
+    let form = if raw { "as written".to_string() } else { format!("kiln's rewrites: {rewritten} node(s)") };
+    println!("{path} ({form}), batch {batch}: {:.3} ms per run", total * 1e3 / iters as f64);
     for (id, t) in rows {
         let node = plan.model().node(id);
         // The op's own description: for a matmul, the kernel tract chose.

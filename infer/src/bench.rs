@@ -3,7 +3,8 @@
 //!
 //! One call is one forward pass over a batch: `batch` context windows of a next-word model (the
 //! model's own context length, token ids drawn from a seeded stream), or `batch` noise vectors
-//! of a generator. The report gives the time to load the model (read, parse, optimise: the
+//! of a generator. A next-word call predicts the next word, as `kiln predict` and `kiln generate`
+//! do; with [`BenchOptions::every_position`] it scores every position, as `kiln score` does. The report gives the time to load the model (read, parse, optimise: the
 //! start-up a one-shot command pays), the latency of a call (p50, p99, mean, min, max, after
 //! `warmup` calls that are not counted) and the throughput in predictions or samples a second.
 
@@ -35,13 +36,23 @@ pub struct BenchOptions {
     ///
     /// [`GeneratorModel::with_threads`]: crate::GeneratorModel::with_threads
     pub threads: usize,
+    /// For a next-word model: time the call that scores every position of the windows (what
+    /// `kiln score` runs) rather than the one that predicts the next word.
+    pub every_position: bool,
     /// For a model without kiln metadata: its vocabulary file.
     pub load: LoadOptions,
 }
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        BenchOptions { batch: 1, iters: 100, warmup: 10, threads: 1, load: LoadOptions::default() }
+        BenchOptions {
+            batch: 1,
+            iters: 100,
+            warmup: 10,
+            threads: 1,
+            every_position: false,
+            load: LoadOptions::default(),
+        }
     }
 }
 
@@ -92,6 +103,19 @@ pub fn bench(path: impl AsRef<Path>, options: &BenchOptions) -> Result<BenchRepo
     }
     let start = Instant::now();
     let model = crate::load(path, &options.load)?;
+    if let (Model::Generator(_), true) = (&model, options.every_position) {
+        return Err(Error::argument("every_position", "is for next-word models; this is a generator"));
+    }
+    if let (Model::NextWord(m), true) = (&model, options.every_position) {
+        if !m.scores_every_position() {
+            return Err(Error::argument(
+                "every_position",
+                "is for models that score every position; this one scores the last position only",
+            ));
+        }
+        // The plan that scores every position is made at its first use: part of the start-up.
+        m.prepare_scoring()?;
+    }
     let load = start.elapsed();
     let mut threads = 1;
     let (kind, call, unit, mut times) = match model {
@@ -116,8 +140,16 @@ pub fn bench(path: impl AsRef<Path>, options: &BenchOptions) -> Result<BenchRepo
             let vocab = m.vocab().len() as i64;
             let mut rng = ChaCha8Rng::seed_from_u64(0);
             let tokens = Array2::from_shape_simple_fn((batch, seq), || rng.random_range(0..vocab));
-            let call = format!("{batch} window(s) of {seq} word(s) → next-word logits over {vocab} words");
-            let times = time_calls(options, || m.run(tokens.view(), None).map(drop))?;
+            let (call, times) = if options.every_position {
+                let call = format!(
+                    "{batch} window(s) of {seq} word(s) → logits at every position over {vocab} words"
+                );
+                (call, time_calls(options, || m.run(tokens.view(), None).map(drop))?)
+            } else {
+                let call =
+                    format!("{batch} window(s) of {seq} word(s) → next-word logits over {vocab} words");
+                (call, time_calls(options, || m.step(tokens.view(), None).map(drop))?)
+            };
             (KIND_NEXT_WORD, call, "predictions", times)
         }
     };

@@ -88,7 +88,7 @@ pub enum Error {
     #[error("this model reads exactly {need} words of context, the prompt has {got}")]
     PromptTooShort { need: usize, got: usize },
     /// An argument out of its range; `name` is the argument as the API spells it (`k`,
-    /// `temperature`, `top_k`, `n`, `steps`, `batch`, `iters`).
+    /// `temperature`, `top_k`, `n`, `steps`, `batch`, `iters`, `every_position`).
     #[error("invalid argument: {name} {rule}")]
     Argument { name: &'static str, rule: String },
     /// Inputs whose shapes or values do not fit the model.

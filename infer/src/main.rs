@@ -136,6 +136,10 @@ enum Command {
         /// run on one.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
         threads: Option<u16>,
+        /// Next-word models: time scoring every position of the windows (as `kiln score`
+        /// does) instead of predicting the next word.
+        #[arg(long)]
+        every_position: bool,
         #[command(flatten)]
         load: LoadArgs,
         /// Print JSON instead of text.
@@ -318,6 +322,7 @@ fn in_flags(err: anyhow::Error) -> anyhow::Error {
         "steps" => "--steps",
         "batch" => "--batch",
         "iters" => "--iters",
+        "every_position" => "--every-position",
         _ => "",
     };
     match e {
@@ -513,12 +518,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let args = SampleArgs { columns: args.columns.or(Some(steps)), ..args };
             write_samples(&mut out, &args, &g, steps, chunks)?;
         }
-        Command::Bench { model, batch, iters, warmup, threads, load, json } => {
+        Command::Bench { model, batch, iters, warmup, threads, every_position, load, json } => {
             let options = BenchOptions {
                 batch,
                 iters,
                 warmup,
                 threads: threads_or_cores(threads),
+                every_position,
                 load: load.options(),
             };
             let r = kiln_infer::bench::bench(&model, &options)?;

@@ -157,7 +157,13 @@ pub struct Generation {
 /// A loaded next-word model.
 #[derive(Debug, Clone)]
 pub struct NextWordModel {
+    /// The plan [`NextWordModel::step`] runs: for a file that also writes every position's
+    /// logits, a plan without them (predicting and generating never read them; in the shipped
+    /// Shakespeare LSTM they are most of a call's work).
     plan: read::Runner,
+    /// For such a file, the plan over every output, which [`NextWordModel::run`] (and so
+    /// scoring) uses; made at its first call.
+    every: Option<read::LazyRunner>,
     meta: NextWordMeta,
     vocab: Vocab,
     interface: Interface,
@@ -210,9 +216,31 @@ impl NextWordModel {
             }
         }
         let per_shape = (weight_bytes(&typed) <= PER_SHAPE_MAX_WEIGHTS).then_some(source);
-        let plan = read::Runner::new(&name, typed, per_shape, limits.max_call_bytes)?;
+        let max = limits.max_call_bytes;
+        let (plan, every) = match interface {
+            Interface::TokenIds { .. } if typed.outputs.len() > 3 => {
+                // logits, hn, cn: what a step needs.
+                let step = typed.outputs[..3].to_vec();
+                let step_source = match &per_shape {
+                    Some(source) => Some(
+                        source
+                            .clone()
+                            .with_output_outlets(&source.outputs[..3])
+                            .map_err(|e| Error::BadModel { path: name.clone(), source: e.into() })?,
+                    ),
+                    None => None,
+                };
+                let every = read::LazyRunner::new(&name, typed.clone(), per_shape, max)?;
+                let step_graph = typed
+                    .with_output_outlets(&step)
+                    .and_then(|g| g.into_compact())
+                    .map_err(|e| Error::BadModel { path: name.clone(), source: e.into() })?;
+                (read::Runner::new(&name, step_graph, step_source, max)?, Some(every))
+            }
+            _ => (read::Runner::new(&name, typed, per_shape, max)?, None),
+        };
         let vocab = Vocab::new(meta.vocab.clone());
-        Ok(NextWordModel { plan, meta, vocab, interface, ports })
+        Ok(NextWordModel { plan, every, meta, vocab, interface, ports })
     }
 
     pub fn meta(&self) -> &NextWordMeta {
@@ -233,7 +261,12 @@ impl NextWordModel {
         match self.interface {
             Interface::TokenIds { layers, hidden } => {
                 let state = [layers, batch, hidden];
-                self.plan.check_call(&[&[batch, seq], &state, &state])
+                let shapes: [&[usize]; 3] = [&[batch, seq], &state, &state];
+                // The plan over every output holds the most.
+                match &self.every {
+                    Some(every) => every.check_call(&shapes),
+                    None => self.plan.check_call(&shapes),
+                }
             }
             Interface::ForeignTokenIds { layers, hidden, layout, .. } => {
                 let state = [layers, batch, hidden];
@@ -250,18 +283,35 @@ impl NextWordModel {
         }
     }
 
+    /// Makes now the plan that scoring runs ([`NextWordModel::run`], [`NextWordModel::score`]),
+    /// which is otherwise made at its first use; nothing to do for a model that has one plan.
+    pub fn prepare_scoring(&self) -> Result<()> {
+        self.every.as_ref().map_or(Ok(()), |every| every.get().map(drop))
+    }
+
     /// Whether one call scores every position of its tokens (a text is then scored in chunks).
-    fn scores_every_position(&self) -> bool {
+    pub fn scores_every_position(&self) -> bool {
         match self.interface {
-            Interface::TokenIds { .. } => self.plan.model().outputs.len() > 3,
+            Interface::TokenIds { .. } => self.every.is_some(),
             Interface::ForeignTokenIds { every_position, .. } => every_position,
             Interface::OneHot { .. } => false,
         }
     }
 
     /// One forward pass over `tokens` `[batch, seq]`, from `state`, or from zeros when `state`
-    /// is `None`.
+    /// is `None`, with every output the file has (`logits_all` too, where it has them).
     pub fn run(&self, tokens: ArrayView2<i64>, state: Option<&State>) -> Result<StepOutput> {
+        self.forward(tokens, state, true)
+    }
+
+    /// Like [`NextWordModel::run`], without every position's logits (`logits_all` is `None`):
+    /// the scores for the next word and the state, all that predicting and generating read.
+    /// Less work where the file writes every position's logits too.
+    pub fn step(&self, tokens: ArrayView2<i64>, state: Option<&State>) -> Result<StepOutput> {
+        self.forward(tokens, state, false)
+    }
+
+    fn forward(&self, tokens: ArrayView2<i64>, state: Option<&State>, every: bool) -> Result<StepOutput> {
         let (batch, seq) = tokens.dim();
         if batch == 0 || seq == 0 {
             return Err(Error::Input(format!("a [{batch}, {seq}] batch of token ids is empty")));
@@ -276,7 +326,11 @@ impl NextWordModel {
                 let state = given_or_zero(state, &mut zeros, (layers, batch, hidden))?;
                 let inputs =
                     tvec!(read::input(tokens), read::input(state.h.view()), read::input(state.c.view()));
-                let out = self.plan.run(inputs)?;
+                let plan = match (&self.every, every) {
+                    (Some(all), true) => all.get()?,
+                    _ => &self.plan,
+                };
+                let out = plan.run(inputs)?;
                 let logits: Array2<f32> = read::array(&out[0])?;
                 read::finite(&logits, "logits")?;
                 let vocab = self.vocab.len();
@@ -478,7 +532,7 @@ impl NextWordModel {
             return Err(Error::argument("k", "must be at least 1"));
         }
         let (context, ids) = self.context(prompt)?;
-        let out = self.run(row(&ids).view(), None)?;
+        let out = self.step(row(&ids).view(), None)?;
         let probs = softmax(out.logits.as_slice().expect("a fresh array is contiguous"), 1.0);
         let top = top_k(&probs, k)
             .into_iter()
@@ -512,7 +566,7 @@ impl NextWordModel {
         let (context, ids) = self.context(prompt)?;
         let last = match self.interface {
             Interface::TokenIds { .. } | Interface::ForeignTokenIds { .. } => {
-                Some(self.run(row(&ids).view(), None)?)
+                Some(self.step(row(&ids).view(), None)?)
             }
             Interface::OneHot { .. } => None,
         };
@@ -557,9 +611,9 @@ impl Iterator for Words<'_> {
         let m = self.model;
         let step = match (&mut self.last, self.pending.take()) {
             // Feed the previous word, carrying the state: one LSTM step.
-            (Some(last), Some(id)) => m.run(row(&[id]).view(), last.state.as_ref()).map(|out| *last = out),
+            (Some(last), Some(id)) => m.step(row(&[id]).view(), last.state.as_ref()).map(|out| *last = out),
             (Some(_), None) => Ok(()),
-            (None, _) => m.run(row(&self.window).view(), None).map(|out| self.last = Some(out)),
+            (None, _) => m.step(row(&self.window).view(), None).map(|out| self.last = Some(out)),
         };
         if let Err(e) = step {
             self.left = 0;
@@ -644,19 +698,65 @@ mod tests {
                     all.logits.slice(crate::ndarray::s![..batch, ..]).to_owned().as_slice().unwrap(),
                 );
                 assert!(diff <= 1e-5, "{path}, batch {batch}: scores differ by {diff}");
-                if let (Some(g), Some(a)) = (&got.state, &all.state) {
-                    let rows = crate::ndarray::s![.., ..batch, ..];
-                    let h = crate::numeric::max_abs_diff(
-                        g.h.as_slice().unwrap(),
-                        a.h.slice(rows).to_owned().as_slice().unwrap(),
-                    );
-                    assert!(h <= 1e-5, "{path}, batch {batch}: states differ by {h}");
-                }
+                // Both models carry a state.
+                let (g, a) = (got.state.as_ref().unwrap(), all.state.as_ref().unwrap());
+                let rows = crate::ndarray::s![.., ..batch, ..];
+                let h = crate::numeric::max_abs_diff(
+                    g.h.as_slice().unwrap(),
+                    a.h.slice(rows).to_owned().as_slice().unwrap(),
+                );
+                assert!(h <= 1e-5, "{path}, batch {batch}: states differ by {h}");
             }
         }
         // The Shakespeare LSTM's 9 MB of weights: one plan for any shape.
         let large =
             NextWordModel::load(format!("{dir}/../models/shakespeare-lstm.onnx"), &LoadOptions::default());
         assert!(!large.unwrap().plan.per_shape());
+    }
+
+    /// Files that write every position's logits too: a step (predicting, generating) runs a plan
+    /// without them and must give the scores and state of the plan over every output, from a
+    /// carried state; the plan over every output is made only when first used.
+    #[test]
+    fn a_step_gives_the_next_word_and_state_of_a_full_run() {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        for path in [
+            format!("{dir}/tests/fixtures/tiny-coin-stream.onnx"),
+            format!("{dir}/../models/shakespeare-lstm.onnx"),
+        ] {
+            let model = NextWordModel::load(&path, &LoadOptions::default()).unwrap();
+            assert!(model.scores_every_position(), "{path}");
+            assert_eq!(model.plan.outputs(), 3, "{path}: the step's plan computes logits, hn, cn");
+            let every = model.every.as_ref().unwrap();
+            assert!(!every.made(), "{path}: the plan over every output is made at its first use");
+            let words = model.meta().vocab.len() as i64;
+            let ids = |batch: usize, seq: usize, salt: i64| {
+                let ids = (0..(batch * seq) as i64).map(|i| (i * 7 + salt) % words).collect();
+                Array2::from_shape_vec((batch, seq), ids).unwrap()
+            };
+            for (batch, seq) in [(1, 1), (1, 6), (3, 4)] {
+                // A state that is not zeros: the one after a first window.
+                let state = model.step(ids(batch, 5, 3).view(), None).unwrap().state;
+                let tokens = ids(batch, seq, 1);
+                let full = model.run(tokens.view(), state.as_ref()).unwrap();
+                let step = model.step(tokens.view(), state.as_ref()).unwrap();
+                assert!(every.made());
+                let all = full.logits_all.as_ref().expect("run gives every position's logits");
+                assert_eq!(all.dim(), (batch, seq, words as usize));
+                assert!(step.logits_all.is_none(), "{path}: a step computes no logits_all");
+                let d = |a: &Array2<f32>, b: &Array2<f32>| {
+                    crate::numeric::max_abs_diff(a.as_slice().unwrap(), b.as_slice().unwrap())
+                };
+                let (f, s) = (full.state.unwrap(), step.state.unwrap());
+                let flat = |a: &Array3<f32>| a.clone().into_shape_with_order((a.len(), 1)).unwrap();
+                for (what, diff) in [
+                    ("logits", d(&full.logits, &step.logits)),
+                    ("h", d(&flat(&f.h), &flat(&s.h))),
+                    ("c", d(&flat(&f.c), &flat(&s.c))),
+                ] {
+                    assert!(diff <= 1e-6, "{path}, batch {batch}, seq {seq}: {what} differ by {diff}");
+                }
+            }
+        }
     }
 }

@@ -329,18 +329,7 @@ impl Runner {
         per_shape: Option<InferenceModel>,
         max_call_bytes: u64,
     ) -> Result<Self> {
-        let size = CallSize::new(&typed, max_call_bytes);
-        // A graph whose smallest call cannot fit is refused before tract plans it: planning
-        // allocates at the graph's fixed sizes (a bias broadcast to a fixed output shape of
-        // 6.7 TB, from a generator whose `z` declared a batch of 2^33).
-        let smallest = size.need(1);
-        if smallest > max_call_bytes {
-            return Err(Error::NoCallFits {
-                path: name.to_string(),
-                need_mb: smallest.div_ceil(1_000_000),
-                limit_mb: max_call_bytes / 1_000_000,
-            });
-        }
+        let size = CallSize::fitting(name, &typed, max_call_bytes)?;
         let symbolic = !size.symbols.is_empty();
         let source = per_shape.filter(|_| symbolic).map(Arc::new);
         Ok(Runner {
@@ -357,14 +346,16 @@ impl Runner {
         self.size.check(self.size.scale(|i| shapes.get(i).copied()))
     }
 
-    pub fn model(&self) -> &TypedModel {
-        self.any.model()
-    }
-
     /// Whether calls get plans for their concrete shapes.
     #[cfg(test)]
     pub fn per_shape(&self) -> bool {
         self.source.is_some()
+    }
+
+    /// The outputs the plan computes.
+    #[cfg(test)]
+    pub fn outputs(&self) -> usize {
+        self.any.model().outputs.len()
     }
 
     /// Runs the graph on `inputs`, with the plan for their shapes.
@@ -410,6 +401,67 @@ impl Clone for Runner {
     }
 }
 
+/// A [`Runner`] made at its first call, for a plan a model may never need (the plan over every
+/// output of a word model, which only scoring uses). The graph is checked against the call
+/// limit when this is made, as [`Runner::new`] checks it; clones share the plan once made.
+#[derive(Clone)]
+pub(crate) struct LazyRunner {
+    name: String,
+    typed: Arc<TypedModel>,
+    per_shape: Option<Arc<InferenceModel>>,
+    size: CallSize,
+    plan: Arc<std::sync::OnceLock<Runner>>,
+}
+
+impl LazyRunner {
+    pub fn new(
+        name: &str,
+        typed: TypedModel,
+        per_shape: Option<InferenceModel>,
+        max_call_bytes: u64,
+    ) -> Result<Self> {
+        Ok(LazyRunner {
+            name: name.to_string(),
+            size: CallSize::fitting(name, &typed, max_call_bytes)?,
+            typed: Arc::new(typed),
+            per_shape: per_shape.map(Arc::new),
+            plan: Default::default(),
+        })
+    }
+
+    /// Checks that a call on inputs of `shapes` stays within the call limit.
+    pub fn check_call(&self, shapes: &[&[usize]]) -> Result<()> {
+        self.size.check(self.size.scale(|i| shapes.get(i).copied()))
+    }
+
+    /// Whether the plan was made.
+    #[cfg(test)]
+    pub fn made(&self) -> bool {
+        self.plan.get().is_some()
+    }
+
+    /// The plan, made now if it was not yet.
+    pub fn get(&self) -> Result<&Runner> {
+        if let Some(plan) = self.plan.get() {
+            return Ok(plan);
+        }
+        let per_shape = self.per_shape.as_deref().cloned();
+        let made = crate::error::catching(&self.name, "loading the model", || {
+            Runner::new(&self.name, (*self.typed).clone(), per_shape, self.size.max)
+        })?;
+        Ok(self.plan.get_or_init(|| made))
+    }
+}
+
+impl std::fmt::Debug for LazyRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyRunner")
+            .field("name", &self.name)
+            .field("made", &self.plan.get().is_some())
+            .finish()
+    }
+}
+
 /// What a call holds, as a multiple of its inputs' symbolic dimensions.
 #[derive(Debug, Clone)]
 struct CallSize {
@@ -426,6 +478,23 @@ struct CallSize {
 }
 
 impl CallSize {
+    /// The sizes of `typed`'s calls, or an error when even its smallest call cannot fit
+    /// `max_call_bytes`: such a graph is refused before tract plans it, since planning allocates
+    /// at the graph's fixed sizes (a bias broadcast to a fixed output shape of 6.7 TB, from a
+    /// generator whose `z` declared a batch of 2^33).
+    fn fitting(name: &str, typed: &TypedModel, max_call_bytes: u64) -> Result<Self> {
+        let size = CallSize::new(typed, max_call_bytes);
+        let smallest = size.need(1);
+        if smallest > max_call_bytes {
+            return Err(Error::NoCallFits {
+                path: name.to_string(),
+                need_mb: smallest.div_ceil(1_000_000),
+                limit_mb: max_call_bytes / 1_000_000,
+            });
+        }
+        Ok(size)
+    }
+
     fn new(typed: &TypedModel, max: u64) -> Self {
         let mut ones = SymbolValues::default();
         let mut seen = Vec::new();

@@ -466,6 +466,20 @@ fn bench_times_as_many_calls_as_asked_and_reports_consistent_figures() {
     fails(&["bench", seed.to_str().unwrap(), "--iters", "0"], "--iters must be at least 1");
     fails(&["bench", seed.to_str().unwrap(), "--batch", "0"], "--batch must be at least 1");
     fails(&["bench", "no-such-model.onnx"], "cannot read no-such-model.onnx");
+    // A next-word call predicts the next word; --every-position times scoring every position
+    // instead, for the models whose files score every position.
+    let next = stdout_of(&["bench", &coin(), "--iters", "3"]);
+    assert!(next.contains("→ next-word logits over"), "{next}");
+    let every = stdout_of(&["bench", &coin(), "--iters", "3", "--every-position"]);
+    assert!(every.contains("→ logits at every position over"), "{every}");
+    fails(
+        &["bench", seed.to_str().unwrap(), "--every-position"],
+        "--every-position is for models that score every position; this one scores the last position only",
+    );
+    fails(
+        &["bench", points.to_str().unwrap(), "--every-position"],
+        "--every-position is for next-word models",
+    );
 }
 
 /// The coin fixture predicts `<eos>` 0.4, "la" 0.4, "fa" 0.2 after anything (its LSTM is zero).
