@@ -106,8 +106,19 @@ pub(crate) fn read(
 fn read_vocab(shown: &str, options: &LoadOptions) -> Result<Vec<String>> {
     let vocab_path = options.vocab.as_ref().ok_or_else(|| Error::NeedVocab(shown.to_string()))?;
     let shown_vocab = vocab_path.display().to_string();
-    let vocab_text = std::fs::read_to_string(vocab_path)
-        .map_err(|source| Error::Read { path: shown_vocab.clone(), source })?;
+    // A vocabulary is smaller than the model it serves: the model's size limit bounds the read.
+    let max = options.limits.max_bytes;
+    let vocab_text = crate::fsx::read_text_bounded(vocab_path, max).map_err(|e| match e {
+        crate::fsx::ReadError::Io(source) => Error::Read { path: shown_vocab.clone(), source },
+        crate::fsx::ReadError::TooLarge { .. } => Error::Read {
+            path: shown_vocab.clone(),
+            source: std::io::Error::other(format!(
+                "it holds more than {} MB, the most a model file may hold (--max-model-mb raises it), and a \
+                 vocabulary is smaller than its model",
+                max / 1_000_000
+            )),
+        },
+    })?;
     let words: Vec<String> = serde_json::from_str(&vocab_text)
         .map_err(|source| Error::BadVocab { path: shown_vocab.clone(), source })?;
     if words.is_empty() {

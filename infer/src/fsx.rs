@@ -1,5 +1,5 @@
-//! Writing files so that a reader never sees half of one, and a failed or interrupted command
-//! leaves nothing behind.
+//! Files in and out: reading no more than a bound ([`read_bounded`]), and writing so that a reader
+//! never sees half of a file and a failed or interrupted command leaves nothing behind.
 //!
 //! Every file is written to a temporary name in its own folder and renamed into place when
 //! complete ([`AtomicFile`]). Temporaries still open are listed process-wide, so that a signal
@@ -8,6 +8,39 @@
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+/// Why [`read_bounded`] returned no bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The file holds more than `max` bytes (or a pipe or device gave more).
+    #[error("it holds more than {max} bytes")]
+    TooLarge { max: u64 },
+}
+
+/// Reads the file at `path` whole, refusing one that holds more than `max` bytes: its length is
+/// checked first, and a pipe or a device that never ends (`/dev/zero`) is read no further than
+/// `max + 1` bytes.
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() > max {
+        return Err(ReadError::TooLarge { max });
+    }
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(ReadError::TooLarge { max });
+    }
+    Ok(bytes)
+}
+
+/// Like [`read_bounded`], a UTF-8 text; text that is not UTF-8 is an `InvalidData` error.
+pub fn read_text_bounded(path: &Path, max: u64) -> Result<String, ReadError> {
+    let bytes = read_bounded(path, max)?;
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e).into())
+}
 
 /// Temporary files being written now, by any [`AtomicFile`] of this process.
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
@@ -114,6 +147,23 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> std::io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bounded_read_reads_up_to_the_bound_and_refuses_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, [7u8; 10]).unwrap();
+        assert_eq!(read_bounded(&path, 10).unwrap(), vec![7u8; 10]);
+        assert!(matches!(read_bounded(&path, 9), Err(ReadError::TooLarge { max: 9 })));
+        // A device whose length says nothing is read no further than the bound.
+        assert!(matches!(read_bounded(Path::new("/dev/zero"), 1000), Err(ReadError::TooLarge { max: 1000 })));
+        assert!(matches!(read_bounded(&dir.path().join("none"), 10), Err(ReadError::Io(_))));
+        std::fs::write(&path, [0xffu8, 0xfe]).unwrap();
+        let bad = read_text_bounded(&path, 10).unwrap_err();
+        assert!(matches!(&bad, ReadError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData), "{bad}");
+        std::fs::write(&path, "la la").unwrap();
+        assert_eq!(read_text_bounded(&path, 10).unwrap(), "la la");
+    }
 
     #[test]
     fn replaces_the_file_and_leaves_no_temporary() {

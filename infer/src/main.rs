@@ -459,8 +459,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Score { model, text, load, json } => {
             let m = NextWordModel::load(&model, &load.options())?;
-            let body = std::fs::read_to_string(&text)
-                .with_context(|| format!("cannot read {} (it must be a UTF-8 text file)", text.display()))?;
+            let max = kiln_infer::next_word::MAX_SCORED_TEXT_BYTES;
+            let body = kiln_infer::fsx::read_text_bounded(&text, max).map_err(|e| match e {
+                kiln_infer::fsx::ReadError::TooLarge { .. } => anyhow::anyhow!(
+                    "{} holds more than the {} MB of text kiln scores at once: score it in parts",
+                    text.display(),
+                    max / 1_000_000
+                ),
+                kiln_infer::fsx::ReadError::Io(e) => anyhow::anyhow!(e)
+                    .context(format!("cannot read {} (it must be a UTF-8 text file)", text.display())),
+            })?;
             let s = m.score(&body)?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;

@@ -22,6 +22,9 @@ use crate::read::{self, LoadOptions, ModelFile};
 use crate::sampling::{softmax, top_k, Sampling};
 use crate::text::{self, Vocab};
 
+/// The most text `kiln score` reads from a file: the text and its token ids are held at once.
+pub const MAX_SCORED_TEXT_BYTES: u64 = 1_000_000_000;
+
 /// How the graph takes its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]

@@ -63,20 +63,14 @@ impl ModelFile {
     /// Reads and parses the file at `path`, reading at most `options.limits.max_bytes` (so a
     /// pipe or a device is never read without end).
     pub fn read(path: &Path, options: &LoadOptions) -> Result<Self> {
-        use std::io::Read as _;
         let name = path.display().to_string();
         let max = options.limits.max_bytes;
-        let read_err = |source| Error::Read { path: name.clone(), source };
-        let file = std::fs::File::open(path).map_err(read_err)?;
-        let too_large = || Error::TooLarge { path: name.clone(), what: "bytes", limit: max as usize };
-        if file.metadata().map_err(read_err)?.len() > max {
-            return Err(too_large());
-        }
-        let mut bytes = Vec::new();
-        file.take(max + 1).read_to_end(&mut bytes).map_err(read_err)?;
-        if bytes.len() as u64 > max {
-            return Err(too_large());
-        }
+        let bytes = crate::fsx::read_bounded(path, max).map_err(|e| match e {
+            crate::fsx::ReadError::Io(source) => Error::Read { path: name.clone(), source },
+            crate::fsx::ReadError::TooLarge { .. } => {
+                Error::TooLarge { path: name.clone(), what: "bytes", limit: max as usize }
+            }
+        })?;
         Self::parse(&bytes, name, options)
     }
 

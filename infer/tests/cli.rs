@@ -545,6 +545,18 @@ fn files_beyond_the_size_limit_are_refused_without_reading_them_whole() {
     let seed = seed_model();
     fails(&["predict", seed.to_str().unwrap(), "i", "--max-nodes", "3"], "more than 3 graph nodes");
     fails(&["sample", &coin(), "--max-model-mb", "0"], "more than 0 bytes");
+    // A text to score and a vocabulary are bounded too (both were read until memory ran out).
+    let start = std::time::Instant::now();
+    fails(
+        &["score", seed.to_str().unwrap(), "/dev/zero"],
+        "/dev/zero holds more than the 1000 MB of text kiln scores at once",
+    );
+    let torch = fixture("seed_lstm_torch.onnx");
+    fails(
+        &["predict", torch.to_str().unwrap(), "i like", "--vocab", "/dev/zero", "--max-model-mb", "1"],
+        "cannot read /dev/zero: it holds more than 1 MB, the most a model file may hold",
+    );
+    assert!(start.elapsed().as_secs_f64() < 20.0, "{:?}", start.elapsed());
 }
 
 #[test]

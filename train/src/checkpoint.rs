@@ -80,6 +80,9 @@ pub fn save(
     kiln_infer::fsx::write_atomic(path, &buf).map_err(|e| err(e.to_string()))
 }
 
+/// The most a checkpoint may hold, whatever the memory (its tensors are made from a copy).
+pub const MAX_CHECKPOINT_BYTES: u64 = 64_000_000_000;
+
 /// A loaded checkpoint: tensors by name (on the CPU) and the info JSON.
 #[derive(Debug)]
 pub struct Loaded {
@@ -90,10 +93,54 @@ pub struct Loaded {
 /// Loads a checkpoint of `kind`: another kind, or a newer format of this one, is an error.
 pub fn load(path: &Path, kind: Kind) -> Result<Loaded, CheckpointError> {
     let shown = path.display().to_string();
-    let err = |reason: String| CheckpointError::Read { path: shown.clone(), reason };
-    let buf = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    // A checkpoint becomes tensors as large as itself: one larger than the memory available is
+    // refused before it is read, and so is a device or a pipe (`/dev/zero` named by mistake),
+    // whose length cannot be known first.
+    let kind_of = std::fs::metadata(path)
+        .map_err(|e| CheckpointError::Read { path: shown.clone(), reason: e.to_string() })?;
+    if !kind_of.is_file() {
+        let reason = "it is not a file (a checkpoint is a file kiln-train wrote)".to_string();
+        return Err(CheckpointError::Read { path: shown, reason });
+    }
+    let max = crate::run::available_memory().unwrap_or(MAX_CHECKPOINT_BYTES).min(MAX_CHECKPOINT_BYTES);
+    let buf = kiln_infer::fsx::read_bounded(path, max).map_err(|e| CheckpointError::Read {
+        path: shown.clone(),
+        reason: match e {
+            kiln_infer::fsx::ReadError::TooLarge { .. } => {
+                format!("it holds more than the {} MB of memory available", max / 1_000_000)
+            }
+            kiln_infer::fsx::ReadError::Io(e) => e.to_string(),
+        },
+    })?;
+    Ok(parse(&buf, kind, &shown)?.into_loaded())
+}
+
+/// A checkpoint's contents as read from its bytes, before any tensor is made.
+#[derive(Debug)]
+pub struct Parsed {
+    /// Name, shape and values of each tensor.
+    pub tensors: Vec<(String, Vec<i64>, Vec<f32>)>,
+    pub info: serde_json::Value,
+}
+
+impl Parsed {
+    /// The tensors made (on the CPU).
+    pub fn into_loaded(self) -> Loaded {
+        let tensors = self
+            .tensors
+            .into_iter()
+            .map(|(name, shape, data)| (name, Tensor::from_slice(&data).reshape(shape)))
+            .collect();
+        Loaded { tensors, info: self.info }
+    }
+}
+
+/// Reads a checkpoint of `kind` from its bytes (`shown` names it in messages), checking the
+/// kind, the format and every value; [`load`] makes the tensors from it.
+pub fn parse(buf: &[u8], kind: Kind, shown: &str) -> Result<Parsed, CheckpointError> {
+    let err = |reason: String| CheckpointError::Read { path: shown.to_string(), reason };
     let (_, metadata) =
-        SafeTensors::read_metadata(&buf).map_err(|e| err(format!("not a safetensors file ({e})")))?;
+        SafeTensors::read_metadata(buf).map_err(|e| err(format!("not a safetensors file ({e})")))?;
     let info = metadata
         .metadata()
         .as_ref()
@@ -102,12 +149,12 @@ pub fn load(path: &Path, kind: Kind) -> Result<Loaded, CheckpointError> {
     let info: serde_json::Value = serde_json::from_str(info).map_err(|e| err(e.to_string()))?;
     check_kind(&info, kind).map_err(|e| match e {
         KindMismatch::Kind(found) => {
-            CheckpointError::WrongKind { path: shown.clone(), found, expected: kind }
+            CheckpointError::WrongKind { path: shown.to_string(), found, expected: kind }
         }
-        KindMismatch::Format(found) => CheckpointError::TooNew { path: shown.clone(), found, kind },
+        KindMismatch::Format(found) => CheckpointError::TooNew { path: shown.to_string(), found, kind },
     })?;
-    let st = SafeTensors::deserialize(&buf).map_err(|e| err(e.to_string()))?;
-    let mut tensors = HashMap::new();
+    let st = SafeTensors::deserialize(buf).map_err(|e| err(e.to_string()))?;
+    let mut tensors = Vec::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
             return Err(err(format!("tensor {name} is {:?}, expected F32", view.dtype())));
@@ -120,9 +167,9 @@ pub fn load(path: &Path, kind: Kind) -> Result<Loaded, CheckpointError> {
             return Err(err(format!("tensor {name} holds {bad}: the file is damaged")));
         }
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        tensors.insert(name, Tensor::from_slice(&data).reshape(shape));
+        tensors.push((name, shape, data));
     }
-    Ok(Loaded { tensors, info })
+    Ok(Parsed { tensors, info })
 }
 
 enum KindMismatch {

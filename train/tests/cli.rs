@@ -215,6 +215,8 @@ fn gan_trains_exports_and_evaluates_and_refuses_bad_input() {
     // A corpus that never ends is read no further than the limit (it was read until memory ran out).
     fails(&["lm", "--corpus", "/dev/zero"], "corpus /dev/zero holds more than the 2000 MB of text");
     fails(&["lm", "--corpus", "no/such.txt"], "cannot read corpus no/such.txt");
+    // A checkpoint must be a file: a device was read until memory ran out.
+    fails(&["gan", "--resume", "/dev/zero"], "cannot read checkpoint /dev/zero: it is not a file");
     // About 1.5 TB of activations: refused before libtorch is asked (its failed allocation
     // aborted the process).
     fails(&["gan", "--data", "ring8", "--batch", "100000000"], "a training step would hold about");

@@ -68,6 +68,7 @@ fn the_release_build_answers_every_misuse_with_one_error_line() {
         (vec!["lm", "--corpus", &at("empty.txt")], 1, "the corpus has no words"),
         (vec!["lm", "--corpus", &at("latin1.txt")], 1, "it must be a UTF-8 text file"),
         (vec!["lm", "--corpus", "/dev/zero"], 1, "holds more than the 2000 MB of text"),
+        (vec!["lm", "--resume", "/dev/zero"], 1, "it is not a file"),
         (vec!["lm", "--corpus", &corpus, "--clip", "NaN"], 1, "--clip must be 0 (off) or a positive number"),
         (vec!["lm", "--corpus", &corpus, "--epochs", "0"], 1, "--epochs must be at least 1"),
         (vec!["lm", "--corpus", &corpus, "--hidden", "100000", "--batch-size", "1"], 1, "memory available"),

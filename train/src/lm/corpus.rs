@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::Context as _;
 use kiln_infer::contract::{TokenizerSpec, EOS, UNK};
 use kiln_infer::text::{self, Vocab};
 use rand::seq::SliceRandom;
@@ -26,25 +25,15 @@ pub const MAX_TEXT_BYTES: u64 = 2_000_000_000;
 /// Reads the UTF-8 text file at `path` (`what` names it in messages: "corpus"), reading no more
 /// than `max` bytes.
 pub fn read_text(path: &Path, what: &str, max: u64) -> anyhow::Result<String> {
-    use std::io::Read as _;
-    let unreadable = || format!("cannot read {what} {} (it must be a UTF-8 text file)", path.display());
-    let file = std::fs::File::open(path).with_context(unreadable)?;
-    let too_large = || {
-        anyhow::anyhow!(
+    kiln_infer::fsx::read_text_bounded(path, max).map_err(|e| match e {
+        kiln_infer::fsx::ReadError::TooLarge { .. } => anyhow::anyhow!(
             "{what} {} holds more than the {} MB of text a run may read",
             path.display(),
             max / 1_000_000
-        )
-    };
-    if file.metadata().with_context(unreadable)?.len() > max {
-        return Err(too_large());
-    }
-    let mut bytes = Vec::new();
-    file.take(max + 1).read_to_end(&mut bytes).with_context(unreadable)?;
-    if bytes.len() as u64 > max {
-        return Err(too_large());
-    }
-    String::from_utf8(bytes).map_err(|e| anyhow::anyhow!(e)).with_context(unreadable)
+        ),
+        kiln_infer::fsx::ReadError::Io(e) => anyhow::anyhow!(e)
+            .context(format!("cannot read {what} {} (it must be a UTF-8 text file)", path.display())),
+    })
 }
 
 pub const SEED_SENTENCES: [&str; 6] =

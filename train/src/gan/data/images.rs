@@ -145,7 +145,10 @@ pub fn load_idx_dir(dir: &Path, split: Split) -> anyhow::Result<ImageSet> {
     let images_path = find_idx(dir, &images_name)
         .with_context(|| format!("{}: no {images_name} or {images_name}.gz in this folder", dir.display()))?;
     let read = |p: &Path| -> anyhow::Result<Idx> {
-        let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        // The largest IDX file: the data's cap, four bytes of magic and at most 255 dimensions.
+        let max = MAX_IDX_BYTES as u64 + 4 + 4 * 255;
+        let bytes =
+            kiln_infer::fsx::read_bounded(p, max).with_context(|| format!("cannot read {}", p.display()))?;
         parse_idx(&bytes).with_context(|| format!("{}", p.display()))
     };
     let idx = read(&images_path)?;
@@ -231,25 +234,12 @@ pub fn load_image_folder(dir: &Path, opts: FolderOptions) -> anyhow::Result<Imag
     let mut data: Vec<u8> = Vec::new();
     let mut skipped = 0;
     for path in &files {
-        let Ok(img) = image::ImageReader::open(path)
-            .and_then(|r| r.with_guessed_format())
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.decode().map_err(|e| e.to_string()))
-        else {
-            skipped += 1;
-            continue;
-        };
-        let side = img.width().min(img.height());
-        let img = img.crop_imm((img.width() - side) / 2, (img.height() - side) / 2, side, side).resize_exact(
-            s,
-            s,
-            image::imageops::FilterType::Triangle,
-        );
-        let pixels = if c == 1 { img.to_luma8().into_raw() } else { img.to_rgb8().into_raw() };
-        // HWC → CHW.
-        let plane = (s * s) as usize;
-        for ch in 0..c as usize {
-            data.extend((0..plane).map(|i| pixels[i * c as usize + ch]));
+        let picture = std::fs::File::open(path)
+            .map_err(image::ImageError::IoError)
+            .and_then(|f| decode_picture(std::io::BufReader::new(f), s, c));
+        match picture {
+            Ok(pixels) => data.extend(pixels),
+            Err(_) => skipped += 1,
         }
     }
     let n = data.len() / (c * s * s) as usize;
@@ -264,6 +254,28 @@ pub fn load_image_folder(dir: &Path, opts: FolderOptions) -> anyhow::Result<Imag
         Tensor::from_slice(&data).to_kind(Kind::Float).view([n as i64, c as i64, s as i64, s as i64]) / 127.5
             - 1.0;
     Ok(ImageSet { images, labels: None, skipped })
+}
+
+/// Decodes one picture (PNG or JPEG, told by its content), crops its centre square and scales it
+/// to `size` × `size` with `channels` (1: grey, 3: RGB) channels; returns the bytes channel by
+/// channel (CHW). The decoder's default limits bound what a picture's header can make it
+/// allocate.
+pub fn decode_picture(
+    reader: impl std::io::BufRead + std::io::Seek,
+    size: u32,
+    channels: u32,
+) -> image::ImageResult<Vec<u8>> {
+    let img = image::ImageReader::new(reader).with_guessed_format()?.decode()?;
+    let side = img.width().min(img.height());
+    let img = img.crop_imm((img.width() - side) / 2, (img.height() - side) / 2, side, side).resize_exact(
+        size,
+        size,
+        image::imageops::FilterType::Triangle,
+    );
+    let pixels = if channels == 1 { img.to_luma8().into_raw() } else { img.to_rgb8().into_raw() };
+    // HWC → CHW.
+    let (plane, c) = ((size * size) as usize, channels as usize);
+    Ok((0..c).flat_map(|ch| (0..plane).map(move |i| (i, ch))).map(|(i, ch)| pixels[i * c + ch]).collect())
 }
 
 /// Refuses `files` pictures from `dir` that could not all be held in `available` bytes: each
