@@ -31,6 +31,7 @@ pub mod fsx;
 mod fuse;
 pub mod generator;
 mod guard;
+pub mod heap;
 pub mod next_word;
 pub mod noise;
 pub mod numeric;

@@ -261,6 +261,8 @@ impl LimitArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // tract allocates each call's values afresh: keep what a call frees for the next one.
+    kiln_infer::heap::reuse_freed_memory();
     // The last line of defence: kiln checks what it reads before tract sees it, but tract's own
     // shape inference can still fail an assertion on a graph inconsistent in ways those checks
     // do not cover. Whatever panics, the user gets one line and exit 1, not a backtrace and
