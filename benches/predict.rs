@@ -1,6 +1,8 @@
 //! Latency of next-word prediction on the shipped seed model, through the `kiln-infer` library
 //! (what `kiln predict` does after loading), beside a generation step with carried state and a
-//! re-run of the context window, the alternative it saves.
+//! re-run of the context window, the alternative it saves; and scoring a stream of words on the
+//! Shakespeare LSTM (`kiln score`: one tract call per 256 words, then a log-sum-exp over the
+//! vocabulary per word in kiln's own code).
 //!
 //!     cargo bench --bench predict
 
@@ -23,6 +25,15 @@ fn bench(c: &mut Criterion) {
     });
     let options = GenerateOptions { words: 100, seed: 1, ..Default::default() };
     c.bench_function("generate 100 words", |b| b.iter(|| model.generate("you", &options).unwrap()));
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/shakespeare-lstm.onnx");
+    let lm = NextWordModel::load(path, &LoadOptions::default()).expect("the shipped model loads");
+    let options = GenerateOptions { words: 1000, seed: 7, ..Default::default() };
+    let text = lm.generate("the king", &options).expect("the model generates").words.join(" ");
+    let mut group = c.benchmark_group("shakespeare");
+    group.sample_size(10);
+    group.bench_function("score 1,000 words", |b| b.iter(|| lm.score(&text).unwrap()));
+    group.finish();
 }
 
 criterion_group!(benches, bench);
