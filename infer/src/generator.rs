@@ -21,11 +21,20 @@ use crate::samples::Samples;
 /// put back together in order; the samples are those of one call on the whole batch, up to the
 /// last bit (tract's kernels for other batch sizes may round otherwise). Clones share the plans
 /// and the workers.
+///
+/// A batch larger than the smallest image a convolution layer multiplies (7 × 7 = 49 positions
+/// in the Fashion-MNIST DCGAN's second layer) is cut into parts no larger than that, whatever the
+/// threads: tract lays out a convolution's product along the larger of the batch and the image
+/// positions, and along the batch every value it stores lands in a cache line of its own (the
+/// Fashion generator: 0.21 ms a sample in parts of up to 49, 0.54 ms in one batch of 64).
 #[derive(Debug, Clone)]
 pub struct GeneratorModel {
     plan: Arc<read::Runner>,
     meta: GeneratorMeta,
     workers: Arc<Workers>,
+    /// The most rows one tract call takes (see above); `usize::MAX` for a model without
+    /// convolutions over images.
+    part_rows: usize,
 }
 
 impl GeneratorModel {
@@ -71,8 +80,9 @@ impl GeneratorModel {
                 graph: format!("samples of shape {shape:?}"),
             });
         }
+        let part_rows = smallest_image(&typed).unwrap_or(usize::MAX);
         let plan = Arc::new(read::Runner::new(&name, typed, Some(source), limits.max_call_bytes)?);
-        Ok(GeneratorModel { plan, meta, workers: Arc::new(Workers::start(0)) })
+        Ok(GeneratorModel { plan, meta, workers: Arc::new(Workers::start(0)), part_rows })
     }
 
     pub fn meta(&self) -> &GeneratorMeta {
@@ -113,7 +123,7 @@ impl GeneratorModel {
                 "noise of shape [{batch}, {width}] is not [batch ≥ 1, {latent}]"
             )));
         }
-        let parts = self.threads().min(batch);
+        let parts = self.threads().min(batch).max(batch.div_ceil(self.part_rows));
         let samples = if parts <= 1 { self.run(z)? } else { self.run_parts(z, parts)? };
         read::finite(&samples, "samples")?;
         Ok(samples)
@@ -123,15 +133,16 @@ impl GeneratorModel {
         run(&self.plan, z)
     }
 
-    /// `z` cut into `parts` row blocks: the first run on this thread, each other on a worker.
+    /// `z` cut into `parts` row blocks, dealt in turn to this thread and each worker (block `i`
+    /// to thread `i` modulo the threads; this thread is thread 0).
     fn run_parts(&self, z: ArrayView2<f32>, parts: usize) -> Result<ArrayD<f32>> {
         let rows = z.nrows().div_ceil(parts);
         let blocks: Vec<ArrayView2<f32>> = z.axis_chunks_iter(Axis(0), rows).collect();
-        let sent: Vec<_> = blocks[1..]
-            .iter()
-            .zip(&self.workers.0)
-            .map(|(block, worker)| {
-                let (plan, block) = (self.plan.clone(), block.to_owned());
+        let threads = self.threads();
+        let sent: Vec<_> = (0..blocks.len())
+            .map(|i| {
+                let worker = self.workers.0.get((i % threads).checked_sub(1)?)?;
+                let (plan, block) = (self.plan.clone(), blocks[i].to_owned());
                 let (answer, result) = mpsc::channel();
                 let job: Job = Box::new(move || {
                     let _ = answer.send(run(&plan, block.view()));
@@ -139,10 +150,13 @@ impl GeneratorModel {
                 worker.send(job).ok().map(|()| result)
             })
             .collect();
-        let mut outs = vec![self.run(blocks[0])];
-        for (block, result) in blocks[1..].iter().zip(sent) {
+        let mine: Vec<_> =
+            (0..blocks.len()).map(|i| (sent[i].is_none()).then(|| self.run(blocks[i]))).collect();
+        let mut outs = Vec::with_capacity(blocks.len());
+        for ((block, result), mine) in blocks.iter().zip(sent).zip(mine) {
             // A worker gone (it cannot be, short of a panic) leaves its block to this thread.
-            outs.push(result.and_then(|r| r.recv().ok()).unwrap_or_else(|| self.run(*block)));
+            let out = mine.or_else(|| result.and_then(|r| r.recv().ok()));
+            outs.push(out.unwrap_or_else(|| self.run(*block)));
         }
         let outs = outs.into_iter().collect::<Result<Vec<_>>>()?;
         let views: Vec<_> = outs.iter().map(|o| o.view()).collect();
@@ -209,6 +223,33 @@ impl GeneratorModel {
         self.check_batch(n.min(CHUNK))?;
         Ok(Chunks { model: self, left: n, noise })
     }
+}
+
+/// The fewest image positions a convolution layer of `model` multiplies by its weight: the
+/// input's height × width for a transposed convolution, the output's for a convolution. Only
+/// images of more than one position count; `None` when there are none.
+fn smallest_image(model: &TypedModel) -> Option<usize> {
+    use tract_onnx::tract_core::ops::cnn::{Conv, Deconv};
+    // [batch, channels, height, width, …]: the product of the known dimensions after the second.
+    let positions = |fact: &TypedFact| -> Option<usize> {
+        let dims = fact.shape.iter().skip(2).map(|d| d.as_i64()).collect::<Option<Vec<i64>>>()?;
+        (!dims.is_empty()).then(|| dims.iter().product::<i64>().max(0) as usize)
+    };
+    model
+        .nodes()
+        .iter()
+        .filter_map(|node| {
+            let fact = if node.op_is::<Deconv>() {
+                model.outlet_fact(*node.inputs.first()?).ok()?
+            } else if node.op_is::<Conv>() {
+                model.outlet_fact(node.id.into()).ok()?
+            } else {
+                return None;
+            };
+            positions(fact)
+        })
+        .filter(|&n| n > 1)
+        .min()
 }
 
 fn run(plan: &read::Runner, z: ArrayView2<f32>) -> Result<ArrayD<f32>> {
@@ -320,6 +361,31 @@ mod tests {
                 let diff = crate::numeric::max_abs_diff(got.as_slice().unwrap(), &all[..batch * per]);
                 assert!(diff <= 1e-5, "{name}, batch {batch}: rows differ by {diff}");
             }
+        }
+    }
+
+    /// A batch over the fewest positions a convolution layer multiplies (the Fashion
+    /// generator's second layer reads 7 × 7 images) runs in parts no larger: 130 rows in parts
+    /// of 44, 44 and 42, on one thread, or on two taking turns. The rows are those of the same
+    /// noise run ten rows at a time, in order. A generator without convolutions is not cut.
+    #[test]
+    fn a_batch_over_the_smallest_image_runs_in_parts_in_order() {
+        let path = |name: &str| format!("{}/../models/{name}", env!("CARGO_MANIFEST_DIR"));
+        let ring = GeneratorModel::load(path("ring8-gan.onnx")).unwrap();
+        assert_eq!(ring.part_rows, usize::MAX);
+        let model = GeneratorModel::load(path("fashion-dcgan.onnx")).unwrap();
+        assert_eq!(model.part_rows, 49);
+        let (rows, latent) = (130, model.meta().latent);
+        let z = Array2::from_shape_vec((rows, latent), noise::normal(3, rows * latent)).unwrap();
+        let tens: Vec<ArrayD<f32>> =
+            z.axis_chunks_iter(Axis(0), 10).map(|block| model.generate(block).unwrap()).collect();
+        let want =
+            tract_ndarray::concatenate(Axis(0), &tens.iter().map(|t| t.view()).collect::<Vec<_>>()).unwrap();
+        for threads in [1, 2] {
+            let got = model.clone().with_threads(threads).generate(z.view()).unwrap();
+            assert_eq!(got.shape(), want.shape());
+            let diff = crate::numeric::max_abs_diff(got.as_slice().unwrap(), want.as_slice().unwrap());
+            assert!(diff <= 1e-5, "{rows} rows on {threads} thread(s): rows differ by {diff}");
         }
     }
 
