@@ -19,7 +19,8 @@
 //! - [`generator`]: sampling from exported GAN generators; [`noise`]: portable seeded noise;
 //!   [`samples`]: PNG grids, CSV and `.npy` files.
 //! - [`numeric`]: the NaN-aware difference every equivalence check uses.
-//! - [`bench`]: latency and throughput of a model on the machine at hand (`kiln bench`).
+//! - [`bench`]: latency and throughput of a model on the machine at hand (`kiln bench`);
+//!   [`heap`]: the allocator setting `kiln` makes at start (freed memory kept for the next call).
 //! - [`load`], [`load_bytes`]: one read and parse of a model file, from a path or bytes, as
 //!   the kind it declares; [`fsx`]: atomic file writes.
 
