@@ -35,18 +35,20 @@ const FOLD_BUDGET: usize = 4 << 20;
 /// layout's padding.
 const BLOCK_BYTES: usize = 3 << 20;
 
-/// A product to cut: node `node`, whose weight as the node reads it is `[k, n]` (`rows`), or
-/// `[n, k]` (`!rows`: a transposed Gemm weight, or the input of a `Transpose` feeding a MatMul).
+/// A product to cut: node `node`, reading the 2-D constant `weight`, stored `[k, n]`, or `[n, k]`
+/// (`n_first`: a transposed Gemm weight, or the input of a `Transpose` feeding a MatMul).
 struct Split {
     node: usize,
-    weight: Floats,
-    /// The weight is stored `[n, k]`.
+    weight: String,
+    /// The weight's dimensions as stored.
+    dims: [usize; 2],
     n_first: bool,
     /// The Gemm's bias `[n]`, cut along with the weight.
     bias: Option<Floats>,
 }
 
-/// Cuts each large shared product weight into column blocks (see the module's comment).
+/// Cuts each large shared product weight into column blocks (see the module's comment). Products
+/// that read a weight in the same layout read the same blocks.
 fn split_shared_weights(graph: &mut GraphProto) -> usize {
     let splits = find_splits(graph);
     if splits.is_empty() {
@@ -59,51 +61,65 @@ fn split_shared_weights(graph: &mut GraphProto) -> usize {
         names.insert(name.clone());
         name
     };
+    // Each weight's blocks, by how products read it (stored `[n, k]`, block `[k, columns]`):
+    // (name, first column, end column).
+    let mut cut: HashMap<(String, bool, bool), Vec<(String, usize, usize)>> = HashMap::new();
     let mut replaced: HashMap<usize, Vec<NodeProto>> = HashMap::new();
-    for Split { node, weight, n_first, bias } in &splits {
+    for Split { node, weight, dims, n_first, bias } in &splits {
+        let (n, k) = if *n_first { (dims[0], dims[1]) } else { (dims[1], dims[0]) };
+        let gemm = graph.node[*node].op_type == "Gemm";
+        // Gemm keeps its layout (transB as it was); MatMul takes [k, columns].
+        let k_first = !gemm || !*n_first;
+        let key = (weight.clone(), *n_first, k_first);
+        if !cut.contains_key(&key) {
+            let Some(t) = graph.initializer.iter().find(|t| &t.name == weight) else { continue };
+            let Some(bytes) = float_bytes(t) else { continue };
+            let blocks = (n * k * 4).div_ceil(BLOCK_BYTES).max(2);
+            let width = n.div_ceil(blocks);
+            let mut made = Vec::new();
+            let mut tensors = Vec::new();
+            for c0 in (0..n).step_by(width) {
+                let c1 = (c0 + width).min(n);
+                let (w, k64) = ((c1 - c0) as i64, k as i64);
+                let (block_dims, raw) = match (*n_first, k_first) {
+                    (true, false) => (vec![w, k64], bytes[c0 * k * 4..c1 * k * 4].to_vec()),
+                    (true, true) => (vec![k64, w], transposed_rows(&bytes, k, c0, c1)),
+                    (false, _) => {
+                        let rows = (0..k).flat_map(|r| &bytes[(r * n + c0) * 4..(r * n + c1) * 4]);
+                        (vec![k64, w], rows.copied().collect())
+                    }
+                };
+                let name = fresh(weight);
+                tensors.push(TensorProto {
+                    name: name.clone(),
+                    dims: block_dims,
+                    data_type: DataType::Float as i32,
+                    raw_data: raw,
+                    ..Default::default()
+                });
+                made.push((name, c0, c1));
+            }
+            graph.initializer.extend(tensors);
+            cut.insert(key.clone(), made);
+        }
         let original = &graph.node[*node];
-        let (n, k) =
-            if *n_first { (weight.dims[0], weight.dims[1]) } else { (weight.dims[1], weight.dims[0]) };
-        let (n, k) = (n as usize, k as usize);
-        let blocks = (n * k * 4).div_ceil(BLOCK_BYTES).max(2);
-        let width = n.div_ceil(blocks);
-        let gemm = original.op_type == "Gemm";
+        // tract needs node names unique; an unnamed node is named after its output.
+        let base = if original.name.is_empty() { &original.output[0] } else { &original.name };
         let mut nodes = Vec::new();
         let mut outputs = Vec::new();
-        for (b, c0) in (0..n).step_by(width).enumerate() {
-            let c1 = (c0 + width).min(n);
-            // Gemm keeps its layout (transB as it was); MatMul takes [k, columns].
-            let (dims, data): (Vec<i64>, Vec<f32>) = match (gemm && *n_first, *n_first) {
-                (true, _) => (vec![(c1 - c0) as i64, k as i64], weight.data[c0 * k..c1 * k].to_vec()),
-                (false, true) => {
-                    let data = (0..k)
-                        .flat_map(|r| (c0..c1).map(move |c| (r, c)))
-                        .map(|(r, c)| weight.data[c * k + r])
-                        .collect();
-                    (vec![k as i64, (c1 - c0) as i64], data)
-                }
-                (false, false) => {
-                    let data = (0..k)
-                        .flat_map(|r| (c0..c1).map(move |c| (r, c)))
-                        .map(|(r, c)| weight.data[r * n + c])
-                        .collect();
-                    (vec![k as i64, (c1 - c0) as i64], data)
-                }
-            };
-            let w_name = fresh(&original.input[1]);
-            graph.initializer.push(Floats { dims, data }.into_tensor(&w_name));
-            let mut inputs = vec![original.input[0].clone(), w_name];
+        for (b, (block, c0, c1)) in cut[&key].iter().enumerate() {
+            let mut inputs = vec![original.input[0].clone(), block.clone()];
             if let Some(bias) = bias {
                 let b_name = fresh(&original.input[2]);
                 graph.initializer.push(
-                    Floats { dims: vec![(c1 - c0) as i64], data: bias.data[c0..c1].to_vec() }
+                    Floats { dims: vec![(c1 - c0) as i64], data: bias.data[*c0..*c1].to_vec() }
                         .into_tensor(&b_name),
                 );
                 inputs.push(b_name);
             }
             let out = fresh(&original.output[0]);
             let mut piece = original.clone();
-            piece.name = format!("{}.block{b}", original.name);
+            piece.name = format!("{base}.block{b}");
             piece.input = inputs;
             piece.output = vec![out.clone()];
             if !gemm {
@@ -114,7 +130,7 @@ fn split_shared_weights(graph: &mut GraphProto) -> usize {
         }
         nodes.push(NodeProto {
             op_type: "Concat".into(),
-            name: format!("{}.blocks", original.name),
+            name: format!("{base}.blocks"),
             input: outputs,
             output: original.output.clone(),
             attribute: vec![tract_onnx::pb::AttributeProto {
@@ -127,6 +143,7 @@ fn split_shared_weights(graph: &mut GraphProto) -> usize {
         });
         replaced.insert(*node, nodes);
     }
+    let count = replaced.len();
     let old = std::mem::take(&mut graph.node);
     for (i, n) in old.into_iter().enumerate() {
         match replaced.remove(&i) {
@@ -142,7 +159,7 @@ fn split_shared_weights(graph: &mut GraphProto) -> usize {
         .chain(graph.output.iter().map(|o| o.name.clone()))
         .collect();
     graph.node.retain(|n| n.op_type != "Transpose" || n.output.iter().any(|o| used.contains(o)));
-    splits.len()
+    count
 }
 
 /// The products whose constant weight is over tract's budget and read by another node too.
@@ -159,11 +176,13 @@ fn find_splits(graph: &GraphProto) -> Vec<Split> {
         .filter(|n| consts.contains_key(n.input[0].as_str()))
         .map(|n| (n.output[0].as_str(), n.input[0].as_str()))
         .collect();
-    let large_shared = |name: &str| -> Option<Floats> {
+    // A 2-D float constant over the budget that more than one node reads: its name and dims.
+    let large_shared = |name: &str| -> Option<(String, [usize; 2])> {
         let t = consts.get(name)?;
-        let f = floats(t)?;
-        (f.dims.len() == 2 && f.data.len() * 4 > FOLD_BUDGET && uses.get(name).copied().unwrap_or(0) > 1)
-            .then_some(f)
+        let bytes = float_bytes(t)?;
+        let dims = [usize::try_from(*t.dims.first()?).ok()?, usize::try_from(*t.dims.get(1)?).ok()?];
+        (t.dims.len() == 2 && bytes.len() > FOLD_BUDGET && uses.get(name).copied().unwrap_or(0) > 1)
+            .then(|| (name.to_string(), dims))
     };
     graph
         .node
@@ -175,28 +194,27 @@ fn find_splits(graph: &GraphProto) -> Vec<Split> {
             }
             match node.op_type.as_str() {
                 "Gemm" if int_attr(node, "transA").unwrap_or(0) == 0 && node.input.len() <= 3 => {
-                    let weight = large_shared(&node.input[1])?;
+                    let (weight, dims) = large_shared(&node.input[1])?;
                     let n_first = int_attr(node, "transB").unwrap_or(0) == 1;
-                    let n = if n_first { weight.dims[0] } else { weight.dims[1] };
+                    let n = if n_first { dims[0] } else { dims[1] };
                     // A bias of one value per output column is cut with the weight; none is fine.
                     let bias = match node.input.get(2) {
-                        Some(b) => Some(floats(consts.get(b.as_str())?)?).filter(|f| f.dims == [n]),
+                        Some(b) => Some(floats(consts.get(b.as_str())?)?).filter(|f| f.dims == [n as i64]),
                         None => None,
                     };
                     if node.input.len() == 3 && bias.is_none() {
                         return None;
                     }
-                    Some(Split { node: i, weight, n_first, bias })
+                    Some(Split { node: i, weight, dims, n_first, bias })
                 }
-                "MatMul" if node.input.len() == 2 => match transposed.get(node.input[1].as_str()) {
-                    Some(w) => Some(Split { node: i, weight: large_shared(w)?, n_first: true, bias: None }),
-                    None => Some(Split {
-                        node: i,
-                        weight: large_shared(&node.input[1])?,
-                        n_first: false,
-                        bias: None,
-                    }),
-                },
+                "MatMul" if node.input.len() == 2 => {
+                    let (name, n_first) = match transposed.get(node.input[1].as_str()) {
+                        Some(w) => (*w, true),
+                        None => (node.input[1].as_str(), false),
+                    };
+                    let (weight, dims) = large_shared(name)?;
+                    Some(Split { node: i, weight, dims, n_first, bias: None })
+                }
                 _ => None,
             }
         })
@@ -267,11 +285,32 @@ impl Floats {
     }
 }
 
+/// Rows `c0..c1` of a row-major `[n, k]` matrix of 4-byte values (`bytes`), transposed: `[k,
+/// c1 - c0]`, in tiles that stay in cache.
+fn transposed_rows(bytes: &[u8], k: usize, c0: usize, c1: usize) -> Vec<u8> {
+    const TILE: usize = 32;
+    let w = c1 - c0;
+    let (from, _) = bytes.as_chunks::<4>();
+    let mut out = vec![[0u8; 4]; w * k];
+    for cs in (c0..c1).step_by(TILE) {
+        for rs in (0..k).step_by(TILE) {
+            let rows = rs..(rs + TILE).min(k);
+            for c in cs..(cs + TILE).min(c1) {
+                let src = &from[c * k..][rows.clone()];
+                for (r, v) in rows.clone().zip(src) {
+                    out[r * w + c - c0] = *v;
+                }
+            }
+        }
+    }
+    out.into_flattened()
+}
+
 /// `data` as ONNX stores floats: little-endian bytes.
 fn le_bytes(data: &[f32]) -> Vec<u8> {
-    let mut raw = Vec::with_capacity(data.len() * 4);
-    for v in data {
-        raw.extend_from_slice(&v.to_le_bytes());
+    let mut raw = vec![0u8; data.len() * 4];
+    for (bytes, v) in raw.chunks_exact_mut(4).zip(data) {
+        bytes.copy_from_slice(&v.to_le_bytes());
     }
     raw
 }
@@ -399,17 +438,24 @@ fn int_attr(node: &NodeProto, name: &str) -> Option<i64> {
 
 /// A float initializer's values, when it holds exactly as many as its dimensions say.
 fn floats(t: &TensorProto) -> Option<Floats> {
+    let bytes = float_bytes(t)?;
+    let data = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    Some(Floats { dims: t.dims.clone(), data })
+}
+
+/// A float initializer's values as little-endian bytes (borrowed from `raw_data`, or encoded
+/// from `float_data`), when it holds exactly as many as its dimensions say.
+fn float_bytes(t: &TensorProto) -> Option<std::borrow::Cow<'_, [u8]>> {
     if t.data_type != DataType::Float as i32 || t.data_location.unwrap_or(0) != 0 || t.segment.is_some() {
         return None;
     }
-    let dims = t.dims.clone();
-    let len = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))?;
-    let data: Vec<f32> = if t.raw_data.is_empty() {
-        t.float_data.clone()
+    let len = t.dims.iter().try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))?;
+    let bytes = if t.raw_data.is_empty() {
+        std::borrow::Cow::Owned(le_bytes(&t.float_data))
     } else {
-        t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        std::borrow::Cow::Borrowed(&t.raw_data[..])
     };
-    (data.len() == len && t.raw_data.len().is_multiple_of(4)).then_some(Floats { dims, data })
+    (Some(bytes.len()) == len.checked_mul(4)).then_some(bytes)
 }
 
 #[cfg(test)]
@@ -580,6 +626,53 @@ mod tests {
         let plan = graph.into_optimized().unwrap().into_runnable().unwrap();
         let out = plan.run(inputs.iter().map(|x| x.clone().into()).collect()).unwrap();
         out.iter().map(|t| t.to_plain_array_view::<f32>().unwrap().iter().copied().collect()).collect()
+    }
+
+    /// A `[k, n]` weight over the budget read by a MatMul and an untransposed Gemm: both read
+    /// the same column blocks, and give the uncut graph's answers.
+    #[test]
+    fn products_reading_a_weight_in_one_layout_share_its_blocks() {
+        let (k, n) = (48, 25_000);
+        let w = crate::noise::normal(3, k * n);
+        let graph = GraphProto {
+            node: vec![node("MatMul", &["x", "w"], &["y"]), node("Gemm", &["x", "w"], &["z"])],
+            initializer: vec![tensor("w", &[k as i64, n as i64], &w)],
+            input: vec![float_value("x")],
+            output: vec![value("y"), value("z")],
+            ..Default::default()
+        };
+        let model = ModelProto {
+            ir_version: 8,
+            opset_import: vec![tract_onnx::pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            graph: Some(graph),
+            ..Default::default()
+        };
+        let mut cut = model.clone();
+        assert_eq!(optimise(&mut cut), 2);
+        let g = cut.graph.as_ref().unwrap();
+        let blocks: Vec<&TensorProto> =
+            g.initializer.iter().filter(|t| t.name.starts_with("w.block")).collect();
+        assert_eq!(blocks.iter().map(|t| t.raw_data.len()).sum::<usize>(), k * n * 4, "cut once");
+        assert!(blocks.iter().all(|t| t.dims[0] == k as i64 && t.raw_data.len() <= FOLD_BUDGET));
+        let x = noise(&[3, k]);
+        let (want, got) = (run_all(&model, &[x.clone()]), run_all(&cut, &[x]));
+        for (w, g) in want.iter().zip(&got) {
+            let diff = max_abs_diff(w, g);
+            assert!(diff <= 1e-4, "the cut graph differs by {diff}");
+        }
+    }
+
+    #[test]
+    fn transposes_rows_of_any_size() {
+        let (n, k) = (70, 45);
+        let m: Vec<f32> = (0..n * k).map(|i| i as f32).collect();
+        let t = transposed_rows(&le_bytes(&m), k, 3, 67);
+        let t: Vec<f32> = t.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        for r in 0..k {
+            for c in 3..67 {
+                assert_eq!(t[r * 64 + c - 3], m[c * k + r]);
+            }
+        }
     }
 
     #[test]
