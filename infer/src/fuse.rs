@@ -47,6 +47,9 @@ struct Split {
     bias: Option<Floats>,
 }
 
+/// A block of a cut weight: its initializer's name, its first and end column.
+type Block = (String, usize, usize);
+
 /// Cuts each large shared product weight into column blocks (see the module's comment). Products
 /// that read a weight in the same layout read the same blocks.
 fn split_shared_weights(graph: &mut GraphProto) -> usize {
@@ -61,9 +64,8 @@ fn split_shared_weights(graph: &mut GraphProto) -> usize {
         names.insert(name.clone());
         name
     };
-    // Each weight's blocks, by how products read it (stored `[n, k]`, block `[k, columns]`):
-    // (name, first column, end column).
-    let mut cut: HashMap<(String, bool, bool), Vec<(String, usize, usize)>> = HashMap::new();
+    // Each weight's blocks, by how products read it (stored `[n, k]`, block `[k, columns]`).
+    let mut cut: HashMap<(String, bool, bool), Vec<Block>> = HashMap::new();
     let mut replaced: HashMap<usize, Vec<NodeProto>> = HashMap::new();
     for Split { node, weight, dims, n_first, bias } in &splits {
         let (n, k) = if *n_first { (dims[0], dims[1]) } else { (dims[1], dims[0]) };
@@ -655,7 +657,8 @@ mod tests {
         assert_eq!(blocks.iter().map(|t| t.raw_data.len()).sum::<usize>(), k * n * 4, "cut once");
         assert!(blocks.iter().all(|t| t.dims[0] == k as i64 && t.raw_data.len() <= FOLD_BUDGET));
         let x = noise(&[3, k]);
-        let (want, got) = (run_all(&model, &[x.clone()]), run_all(&cut, &[x]));
+        let x = [x];
+        let (want, got) = (run_all(&model, &x), run_all(&cut, &x));
         for (w, g) in want.iter().zip(&got) {
             let diff = max_abs_diff(w, g);
             assert!(diff <= 1e-4, "the cut graph differs by {diff}");
