@@ -16,6 +16,13 @@
 //! elsewhere too is replaced by products over column blocks of its own copy of the weight, each
 //! under the budget, concatenated: the same sums, in the same order, per output column.
 //!
+//! **A transposed convolution of a 1 × 1 image as a matrix product.** A DCGAN generator's first
+//! layer reads the noise reshaped to `[N, C, 1, 1]`: each output pixel is one weight times one
+//! input, `y[n, o, h, w] = Σ_c x[n, c] · W[c, o, h, w] + b[o]`, which is a `Gemm` over the weight
+//! as stored (`[C, O·kh·kw]`), no strides or padding involved. tract lowers `ConvTranspose` to
+//! a product followed by a scatter of its columns and rearranges the weight for it at load
+//! (copies of the largest weight of the file); the `Gemm` needs neither.
+//!
 //! A rewrite applies only where it is exact by construction: constant float initializers of the
 //! expected shapes, a single consumer, no training mode, default `Gemm` scaling. Anything else is
 //! left as it is, for tract to run (or refuse) unchanged.
@@ -26,7 +33,10 @@ use tract_onnx::pb::{tensor_proto::DataType, GraphProto, ModelProto, NodeProto, 
 
 /// Applies every rewrite to `model`'s main graph; returns how many nodes it rewrote.
 pub(crate) fn optimise(model: &mut ModelProto) -> usize {
-    model.graph.as_mut().map_or(0, |g| fold_batch_norms(g) + split_shared_weights(g))
+    model
+        .graph
+        .as_mut()
+        .map_or(0, |g| fold_batch_norms(g) + pointwise_deconvs_as_gemms(g) + split_shared_weights(g))
 }
 
 /// tract's constant-folding budget (`tract_core::optim::CONST_FOLD_MEM_BUDGET`).
@@ -237,7 +247,7 @@ fn fold_batch_norms(graph: &mut GraphProto) -> usize {
     for Fold { layer, bn, weight, bias } in folds {
         let w_name = fresh(&graph.node[layer].input[1]);
         let b_name = fresh(&graph.node[layer].output[0]);
-        graph.initializer.push(weight.into_tensor(&w_name));
+        graph.initializer.push(TensorProto { name: w_name.clone(), ..weight });
         graph.initializer.push(bias.into_tensor(&b_name));
         let out = graph.node[bn].output[0].clone();
         let node = &mut graph.node[layer];
@@ -261,11 +271,215 @@ fn fold_batch_norms(graph: &mut GraphProto) -> usize {
     removed.len()
 }
 
+/// Rewrites each `ConvTranspose` of a 1 × 1 input as `Reshape` → `Gemm` → `Reshape` (see the
+/// module's comment). The input is known to be 1 × 1 when it is made by a `Reshape` to a
+/// constant shape `[·, C, 1, …]`.
+fn pointwise_deconvs_as_gemms(graph: &mut GraphProto) -> usize {
+    let found = find_pointwise_deconvs(graph);
+    let mut names: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
+    names.extend(graph.node.iter().flat_map(|n| n.output.iter().cloned()));
+    let mut fresh = |base: &str| {
+        let name = (0..).map(|i| format!("{base}.gemm{i}")).find(|n| !names.contains(n)).unwrap_or_default();
+        names.insert(name.clone());
+        name
+    };
+    let mut replaced: HashMap<usize, Vec<NodeProto>> = HashMap::new();
+    for PointwiseDeconv { node, dims, bias } in found {
+        let original = &graph.node[node];
+        let base = if original.name.is_empty() { original.output[0].clone() } else { original.name.clone() };
+        let (inputs, taps) = (dims[0], dims[1..].iter().product::<i64>());
+        // The weight's bytes as they are: moved out when nothing else reads it.
+        let readers = graph.node.iter().flat_map(|n| &n.input).chain(graph.output.iter().map(|o| &o.name));
+        let only_reader = readers.filter(|i| **i == original.input[1]).count() == 1;
+        let Some(weight) = graph.initializer.iter_mut().find(|t| t.name == original.input[1]) else {
+            continue;
+        };
+        let raw = match (only_reader && !weight.raw_data.is_empty(), float_bytes(weight)) {
+            (_, None) => continue,
+            (true, Some(_)) => std::mem::take(&mut weight.raw_data),
+            (false, Some(bytes)) => bytes.into_owned(),
+        };
+        let names = [fresh(&base), fresh(&base), fresh(&base), fresh(&base), fresh(&base), fresh(&base)];
+        let [w, b, flat_shape, flat, product, out_shape] = &names;
+        let channels = dims[1] as usize;
+        let per_channel = (taps / dims[1]) as usize;
+        let bias: Vec<f32> = match bias {
+            Some(b) => b.data.iter().flat_map(|&v| std::iter::repeat_n(v, per_channel)).collect(),
+            None => vec![0.0; channels * per_channel],
+        };
+        let out_dims: Vec<i64> = [-1].into_iter().chain(dims[1..].iter().copied()).collect();
+        graph.initializer.extend([
+            TensorProto {
+                name: w.clone(),
+                dims: vec![inputs, taps],
+                data_type: DataType::Float as i32,
+                raw_data: raw,
+                ..Default::default()
+            },
+            Floats { dims: vec![taps], data: bias }.into_tensor(b),
+            int64s(flat_shape, &[-1, inputs]),
+            int64s(out_shape, &out_dims),
+        ]);
+        let original = &graph.node[node];
+        let step = |op: &str, name: String, input: Vec<String>, output: String| NodeProto {
+            op_type: op.into(),
+            name,
+            input,
+            output: vec![output],
+            ..Default::default()
+        };
+        replaced.insert(
+            node,
+            vec![
+                step(
+                    "Reshape",
+                    format!("{base}.flat"),
+                    vec![original.input[0].clone(), flat_shape.clone()],
+                    flat.clone(),
+                ),
+                step(
+                    "Gemm",
+                    format!("{base}.gemm"),
+                    vec![flat.clone(), w.clone(), b.clone()],
+                    product.clone(),
+                ),
+                step(
+                    "Reshape",
+                    format!("{base}.image"),
+                    vec![product.clone(), out_shape.clone()],
+                    original.output[0].clone(),
+                ),
+            ],
+        );
+    }
+    let count = replaced.len();
+    if count > 0 {
+        let old = std::mem::take(&mut graph.node);
+        for (i, n) in old.into_iter().enumerate() {
+            match replaced.remove(&i) {
+                Some(nodes) => graph.node.extend(nodes),
+                None => graph.node.push(n),
+            }
+        }
+        let used: HashSet<&str> = graph
+            .node
+            .iter()
+            .flat_map(|n| &n.input)
+            .chain(graph.output.iter().map(|o| &o.name))
+            .map(String::as_str)
+            .collect();
+        graph.initializer.retain(|t| used.contains(t.name.as_str()));
+    }
+    count
+}
+
+/// A `ConvTranspose` of a 1 × 1 input: node `node`, its weight's dims `[C, O, k…]`, its bias.
+struct PointwiseDeconv {
+    node: usize,
+    dims: Vec<i64>,
+    bias: Option<Floats>,
+}
+
+fn find_pointwise_deconvs(graph: &GraphProto) -> Vec<PointwiseDeconv> {
+    let consts = constants(graph);
+    let producer: HashMap<&str, &NodeProto> =
+        graph.node.iter().flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n))).collect();
+    let graph_inputs: HashSet<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
+    graph
+        .node
+        .iter()
+        .enumerate()
+        .filter_map(|(i, node)| {
+            if node.op_type != "ConvTranspose" || !node.domain.is_empty() || node.output.len() != 1 {
+                return None;
+            }
+            if !(2..=3).contains(&node.input.len()) {
+                return None;
+            }
+            // Only attributes at values that leave each output pixel one weight times one input.
+            for a in &node.attribute {
+                let ok = match a.name.as_str() {
+                    "group" => a.i == 1,
+                    "dilations" => a.ints.iter().all(|&d| d == 1),
+                    "pads" | "output_padding" => a.ints.iter().all(|&p| p == 0),
+                    "auto_pad" => a.s == b"NOTSET" || a.s == b"VALID",
+                    "kernel_shape" | "strides" => true,
+                    _ => false,
+                };
+                if !ok {
+                    return None;
+                }
+            }
+            let w = consts.get(node.input[1].as_str())?;
+            let dims = w.dims.clone();
+            if dims.len() < 3 || dims.iter().any(|&d| d <= 0) || float_bytes(w).is_none() {
+                return None;
+            }
+            let kernel = node.attribute.iter().find(|a| a.name == "kernel_shape");
+            if kernel.is_some_and(|k| k.ints[..] != dims[2..]) {
+                return None;
+            }
+            let bias = match node.input.get(2) {
+                Some(b) => Some(floats(consts.get(b.as_str())?)?).filter(|f| f.dims == [dims[1]]),
+                None => None,
+            };
+            if node.input.len() == 3 && bias.is_none() {
+                return None;
+            }
+            // The input: a Reshape to [·, C, 1, …] by a constant shape.
+            let x = node.input[0].as_str();
+            if graph_inputs.contains(x) {
+                return None;
+            }
+            let reshape = producer.get(x)?;
+            if reshape.op_type != "Reshape" || !reshape.domain.is_empty() || reshape.input.len() != 2 {
+                return None;
+            }
+            if reshape.attribute.iter().any(|a| a.name == "allowzero" && a.i != 0) {
+                return None;
+            }
+            let shape = int64_values(consts.get(reshape.input[1].as_str())?)?;
+            let image_of_one =
+                shape.len() == dims.len() && shape[1] == dims[0] && shape[2..].iter().all(|&d| d == 1);
+            image_of_one.then_some(PointwiseDeconv { node: i, dims, bias })
+        })
+        .collect()
+}
+
+/// A 1-D int64 initializer.
+fn int64s(name: &str, values: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.to_string(),
+        dims: vec![values.len() as i64],
+        data_type: DataType::Int64 as i32,
+        int64_data: values.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// An int64 initializer's values, when it holds exactly as many as its dimensions say.
+fn int64_values(t: &TensorProto) -> Option<Vec<i64>> {
+    if t.data_type != DataType::Int64 as i32 || t.data_location.unwrap_or(0) != 0 || t.segment.is_some() {
+        return None;
+    }
+    let len = t.dims.iter().try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))?;
+    let values: Vec<i64> = if t.raw_data.is_empty() {
+        t.int64_data.clone()
+    } else {
+        let (words, rest) = t.raw_data.as_chunks::<8>();
+        if !rest.is_empty() {
+            return None;
+        }
+        words.iter().map(|w| i64::from_le_bytes(*w)).collect()
+    };
+    (values.len() == len).then_some(values)
+}
+
 /// A layer and the batch norm after it, with the layer's folded weight and bias.
 struct Fold {
     layer: usize,
     bn: usize,
-    weight: Floats,
+    weight: TensorProto,
     bias: Floats,
 }
 
@@ -368,7 +582,8 @@ fn find_folds(graph: &GraphProto) -> Vec<Fold> {
             if l.output.len() != 1 || !(2..=3).contains(&l.input.len()) {
                 return None;
             }
-            let weight = floats(consts.get(l.input[1].as_str())?)?;
+            let weight = consts.get(l.input[1].as_str())?;
+            let weight_bytes = float_bytes(weight)?;
             let channels = *weight.dims.get(axis)? as usize;
             let params: Vec<Floats> =
                 node.input[1..].iter().map(|n| floats(consts.get(n.as_str())?)).collect::<Option<_>>()?;
@@ -392,16 +607,25 @@ fn find_folds(graph: &GraphProto) -> Vec<Fold> {
             // The weight's elements, with output channel `c` at stride `inner` within blocks of
             // `channels · inner`.
             let inner: usize = weight.dims[axis + 1..].iter().map(|&d| d as usize).product();
-            let mut data = Vec::with_capacity(weight.data.len());
-            for (block, run) in weight.data.chunks(inner.max(1)).enumerate() {
+            let mut raw = vec![0u8; weight_bytes.len()];
+            let (from, to) = (weight_bytes.as_chunks::<4>().0, raw.as_chunks_mut::<4>().0);
+            for (block, (from, to)) in from.chunks(inner.max(1)).zip(to.chunks_mut(inner.max(1))).enumerate()
+            {
                 let s = scale[block % channels];
-                data.extend(run.iter().map(|w| w * s));
+                for (w, out) in from.iter().zip(to) {
+                    *out = (f32::from_le_bytes(*w) * s).to_le_bytes();
+                }
             }
             let folded_bias = (0..channels).map(|c| (bias[c] - mean[c]) * scale[c] + beta[c]).collect();
             Some(Fold {
                 layer,
                 bn,
-                weight: Floats { dims: weight.dims.clone(), data },
+                weight: TensorProto {
+                    dims: weight.dims.clone(),
+                    data_type: DataType::Float as i32,
+                    raw_data: raw,
+                    ..Default::default()
+                },
                 bias: Floats { dims: vec![channels as i64], data: folded_bias },
             })
         })
@@ -508,10 +732,12 @@ mod tests {
         Tensor::from_shape(shape, &v).unwrap()
     }
 
-    fn check_folds(model: ModelProto, x: Tensor, batch_norms: usize) {
+    /// `model` has `batch_norms` batch norms, all folded, and `others` nodes rewritten by other
+    /// rewrites; the rewritten graph gives the same answers on `x`.
+    fn check_folds(model: ModelProto, x: Tensor, batch_norms: usize, others: usize) {
         assert_eq!(count(&model, "BatchNormalization"), batch_norms);
         let mut folded = model.clone();
-        assert_eq!(optimise(&mut folded), batch_norms);
+        assert_eq!(optimise(&mut folded), batch_norms + others);
         assert_eq!(count(&folded, "BatchNormalization"), 0);
         let (want, got) = (run(&model, &x), run(&folded, &x));
         let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
@@ -521,12 +747,13 @@ mod tests {
 
     #[test]
     fn folds_batch_norm_into_transposed_convolutions() {
-        check_folds(shipped("fashion-dcgan.onnx"), noise(&[3, 100]), 2);
+        // The first transposed convolution (of a 1 × 1 image) becomes a Gemm too.
+        check_folds(shipped("fashion-dcgan.onnx"), noise(&[3, 100]), 2, 1);
     }
 
     #[test]
     fn folds_batch_norm_into_gemm() {
-        check_folds(shipped("grid25-gan.onnx"), noise(&[5, 2]), 6);
+        check_folds(shipped("grid25-gan.onnx"), noise(&[5, 2]), 6, 0);
     }
 
     fn tensor(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
@@ -589,7 +816,7 @@ mod tests {
 
     #[test]
     fn folds_batch_norm_into_convolutions() {
-        check_folds(conv_bn(false), noise(&[2, 3, 6, 5]), 1);
+        check_folds(conv_bn(false), noise(&[2, 3, 6, 5]), 1, 0);
     }
 
     #[test]
@@ -616,6 +843,74 @@ mod tests {
     fn leaves_statistics_that_are_not_constants() {
         let mut model = conv_bn(false);
         model.graph.as_mut().unwrap().input.push(value("m"));
+        assert_eq!(optimise(&mut model), 0);
+    }
+
+    /// `Reshape` of `x` to `[-1, 3, 1, 1]`, then `ConvTranspose` (3 → 4 channels, 2 × 3 kernel,
+    /// bias, strides 2) with `attrs` added.
+    fn deconv_of_one_pixel(attrs: Vec<AttributeProto>) -> ModelProto {
+        let ints = |name: &str, v: &[i64]| AttributeProto {
+            name: name.into(),
+            ints: v.to_vec(),
+            r#type: 7,
+            ..Default::default()
+        };
+        let mut deconv = node("ConvTranspose", &["image", "w", "b"], &["y"]);
+        deconv.attribute = vec![ints("kernel_shape", &[2, 3]), ints("strides", &[2, 2])];
+        deconv.attribute.extend(attrs);
+        let graph = GraphProto {
+            node: vec![node("Reshape", &["x", "shape"], &["image"]), deconv, node("Relu", &["y"], &["out"])],
+            initializer: vec![
+                tensor("w", &[3, 4, 2, 3], &crate::noise::normal(1, 3 * 4 * 6)),
+                tensor("b", &[4], &crate::noise::normal(2, 4)),
+                int64s("shape", &[-1, 3, 1, 1]),
+            ],
+            input: vec![float_value("x")],
+            output: vec![value("out")],
+            ..Default::default()
+        };
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![tract_onnx::pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            graph: Some(graph),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_transposed_convolution_of_one_pixel_becomes_a_product() {
+        let model = deconv_of_one_pixel(vec![]);
+        let mut rewritten = model.clone();
+        assert_eq!(optimise(&mut rewritten), 1);
+        assert_eq!((count(&rewritten, "ConvTranspose"), count(&rewritten, "Gemm")), (0, 1));
+        let x = [noise(&[5, 3])];
+        let (want, got) = (run_all(&model, &x), run_all(&rewritten, &x));
+        assert_eq!(want[0].len(), 5 * 4 * 2 * 3);
+        let diff = max_abs_diff(&want[0], &got[0]);
+        assert!(diff <= 1e-5, "the rewritten graph differs by {diff}");
+    }
+
+    #[test]
+    fn a_transposed_convolution_that_pads_or_groups_is_left() {
+        let attr = |name: &str, ints: &[i64], i: i64| AttributeProto {
+            name: name.into(),
+            ints: ints.to_vec(),
+            i,
+            ..Default::default()
+        };
+        for a in [
+            attr("pads", &[0, 1, 0, 1], 0),
+            attr("output_padding", &[1, 0], 0),
+            attr("dilations", &[2, 1], 0),
+        ] {
+            let mut model = deconv_of_one_pixel(vec![a.clone()]);
+            assert_eq!(optimise(&mut model), 0, "{}", a.name);
+        }
+        // An input not known to be one pixel.
+        let mut model = deconv_of_one_pixel(vec![]);
+        let g = model.graph.as_mut().unwrap();
+        g.initializer.retain(|t| t.name != "shape");
+        g.initializer.push(int64s("shape", &[-1, 3, 2, 1]));
         assert_eq!(optimise(&mut model), 0);
     }
 
