@@ -71,47 +71,72 @@ impl ModelFile {
                 Error::TooLarge { path: name.clone(), what: "bytes", limit: max as usize }
             }
         })?;
-        Self::parse(&bytes, name, options)
+        let proto = Self::decode(&bytes, &name, options)?;
+        // Freed before the rewrites and tract's copies of the weights, which then take its
+        // memory instead of pages the process never touched (each a page fault).
+        drop(bytes);
+        Self::from_proto(proto, name, options)
     }
 
     /// Parses a model file's bytes; `name` names it in messages.
     pub fn parse(bytes: &[u8], name: String, options: &LoadOptions) -> Result<Self> {
-        let path = name.clone();
-        crate::error::catching(&path, "reading the model", move || {
-            Self::parse_unguarded(bytes, name, options)
+        let proto = Self::decode(bytes, &name, options)?;
+        Self::from_proto(proto, name, options)
+    }
+
+    /// The file's protobuf, once it is within the limits and its structure and constants pass
+    /// the guards.
+    fn decode(bytes: &[u8], name: &str, options: &LoadOptions) -> Result<tract_onnx::pb::ModelProto> {
+        crate::error::catching(name, "reading the model", || {
+            use tract_onnx::tract_hir::prelude::Framework as _;
+            let bad = |e: anyhow::Error| Error::BadModel { path: name.to_string(), source: e.into() };
+            let limits = options.limits;
+            let path = || name.to_string();
+            if bytes.len() as u64 > limits.max_bytes {
+                return Err(Error::TooLarge {
+                    path: path(),
+                    what: "bytes",
+                    limit: limits.max_bytes as usize,
+                });
+            }
+            let proto = tract_onnx::onnx().proto_model_for_read(&mut &bytes[..]).map_err(bad)?;
+            let nodes = proto.graph.as_ref().map_or(0, count_nodes);
+            if nodes > limits.max_nodes {
+                return Err(Error::TooLarge { path: path(), what: "graph nodes", limit: limits.max_nodes });
+            }
+            if let Some(g) = &proto.graph {
+                crate::guard::check_structure(g).map_err(|e| bad(anyhow::anyhow!(e)))?;
+                crate::guard::check_constants(g, limits.max_call_bytes).map_err(|r| match r.computes {
+                    true => Error::ComputesOnConstants { path: path(), node: r.node },
+                    false => Error::BuildsTooMuch {
+                        path: path(),
+                        node: r.node,
+                        need_mb: r.bytes.map(|b| (b / 1_000_000).min(u64::MAX as u128) as u64),
+                        limit_mb: limits.max_call_bytes / 1_000_000,
+                    },
+                })?;
+            }
+            Ok(proto)
         })
     }
 
-    fn parse_unguarded(bytes: &[u8], name: String, options: &LoadOptions) -> Result<Self> {
-        use tract_onnx::tract_hir::prelude::Framework as _;
-        let bad = |e: anyhow::Error| Error::BadModel { path: name.clone(), source: e.into() };
-        let limits = options.limits;
-        if bytes.len() as u64 > limits.max_bytes {
-            return Err(Error::TooLarge { path: name, what: "bytes", limit: limits.max_bytes as usize });
-        }
-        let onnx = tract_onnx::onnx();
-        let mut proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(bad)?;
-        let nodes = proto.graph.as_ref().map_or(0, count_nodes);
-        if nodes > limits.max_nodes {
-            return Err(Error::TooLarge { path: name, what: "graph nodes", limit: limits.max_nodes });
-        }
-        if let Some(g) = &proto.graph {
-            crate::guard::check_structure(g).map_err(|e| bad(anyhow::anyhow!(e)))?;
-            crate::guard::check_constants(g, limits.max_call_bytes).map_err(|r| match r.computes {
-                true => Error::ComputesOnConstants { path: name.clone(), node: r.node },
-                false => Error::BuildsTooMuch {
-                    path: name.clone(),
-                    node: r.node,
-                    need_mb: r.bytes.map(|b| (b / 1_000_000).min(u64::MAX as u128) as u64),
-                    limit_mb: limits.max_call_bytes / 1_000_000,
-                },
-            })?;
-        }
-        crate::fuse::optimise(&mut proto);
-        let graph = onnx.model_for_proto_model(&proto).map_err(bad)?;
-        let props = metadata(&graph);
-        let proto = (!props.contains_key(crate::contract::key::KIND)).then_some(proto);
-        Ok(ModelFile { name, graph, props, limits, proto })
+    /// tract's graph of a decoded file, after kiln's rewrites ([`crate::fuse`]).
+    fn from_proto(
+        mut proto: tract_onnx::pb::ModelProto,
+        name: String,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        let path = name.clone();
+        crate::error::catching(&path, "reading the model", move || {
+            use tract_onnx::tract_hir::prelude::Framework as _;
+            crate::fuse::optimise(&mut proto);
+            let graph = tract_onnx::onnx()
+                .model_for_proto_model(&proto)
+                .map_err(|e| Error::BadModel { path: name.clone(), source: e.into() })?;
+            let props = metadata(&graph);
+            let proto = (!props.contains_key(crate::contract::key::KIND)).then_some(proto);
+            Ok(ModelFile { name, graph, props, limits: options.limits, proto })
+        })
     }
 
     /// Whether the file declares a `kiln.kind`.
