@@ -13,8 +13,10 @@
 //! tied word model reads its embedding matrix three times (the lookup, the last position's head,
 //! every position's head): for the shipped Shakespeare LSTM (8000 × 200, 6.4 MB) that repacking
 //! was 92% of a call. A `Gemm` or `MatMul` whose constant weight is over the budget and read
-//! elsewhere too is replaced by products over column blocks of its own copy of the weight, each
-//! under the budget, concatenated: the same sums, in the same order, per output column.
+//! elsewhere too is replaced by products over column blocks of a copy of the weight, each under
+//! the budget, concatenated: the same sums, in the same order, per output column. The copy is cut
+//! once for every product that reads the weight the same way (a MatMul reading it through a
+//! `Transpose` gets its blocks transposed).
 //!
 //! **A transposed convolution of a 1 × 1 image as a matrix product.** A DCGAN generator's first
 //! layer reads the noise reshaped to `[N, C, 1, 1]`: each output pixel is one weight times one
