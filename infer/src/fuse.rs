@@ -449,7 +449,7 @@ fn find_pointwise_deconvs(graph: &GraphProto) -> Vec<PointwiseDeconv> {
 }
 
 /// A 1-D int64 initializer.
-fn int64s(name: &str, values: &[i64]) -> TensorProto {
+pub(crate) fn int64s(name: &str, values: &[i64]) -> TensorProto {
     TensorProto {
         name: name.to_string(),
         dims: vec![values.len() as i64],
@@ -709,6 +709,16 @@ mod tests {
         }
     }
 
+    /// A model of `graph`, at opset 17.
+    fn model_of(graph: GraphProto) -> ModelProto {
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![tract_onnx::pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            graph: Some(graph),
+            ..Default::default()
+        }
+    }
+
     fn shipped(name: &str) -> ModelProto {
         let path = format!("{}/../models/{name}", env!("CARGO_MANIFEST_DIR"));
         let bytes = std::fs::read(&path).unwrap();
@@ -808,12 +818,7 @@ mod tests {
             output: outputs,
             ..Default::default()
         };
-        ModelProto {
-            ir_version: 8,
-            opset_import: vec![tract_onnx::pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
-            graph: Some(graph),
-            ..Default::default()
-        }
+        model_of(graph)
     }
 
     #[test]
@@ -871,12 +876,7 @@ mod tests {
             output: vec![value("out")],
             ..Default::default()
         };
-        ModelProto {
-            ir_version: 8,
-            opset_import: vec![tract_onnx::pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
-            graph: Some(graph),
-            ..Default::default()
-        }
+        model_of(graph)
     }
 
     #[test]
@@ -940,12 +940,7 @@ mod tests {
             output: vec![value("y"), value("z")],
             ..Default::default()
         };
-        let model = ModelProto {
-            ir_version: 8,
-            opset_import: vec![tract_onnx::pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
-            graph: Some(graph),
-            ..Default::default()
-        };
+        let model = model_of(graph);
         let mut cut = model.clone();
         assert_eq!(optimise(&mut cut), 2);
         let g = cut.graph.as_ref().unwrap();

@@ -483,17 +483,8 @@ fn elementwise(op: &str, a: &[i64], b: &[i64]) -> Option<Vec<i64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fuse::int64s;
     use tract_onnx::pb::{AttributeProto, ValueInfoProto};
-
-    fn int64s(name: &str, v: &[i64]) -> TensorProto {
-        TensorProto {
-            name: name.into(),
-            dims: vec![v.len() as i64],
-            data_type: DataType::Int64 as i32,
-            int64_data: v.to_vec(),
-            ..Default::default()
-        }
-    }
 
     fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
         NodeProto {
