@@ -59,6 +59,29 @@ struct Split {
     bias: Option<Floats>,
 }
 
+/// Names for new values, `{base}.{suffix}{i}`, none taken by an initializer or a node's output.
+fn name_maker(graph: &GraphProto, suffix: &'static str) -> impl FnMut(&str) -> String {
+    let mut names: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
+    names.extend(graph.node.iter().flat_map(|n| n.output.iter().cloned()));
+    move |base: &str| {
+        let name =
+            (0..).map(|i| format!("{base}.{suffix}{i}")).find(|n| !names.contains(n)).unwrap_or_default();
+        names.insert(name.clone());
+        name
+    }
+}
+
+/// Replaces each node `i` of `replaced` by its nodes, in place.
+fn splice(graph: &mut GraphProto, mut replaced: HashMap<usize, Vec<NodeProto>>) {
+    let old = std::mem::take(&mut graph.node);
+    for (i, n) in old.into_iter().enumerate() {
+        match replaced.remove(&i) {
+            Some(nodes) => graph.node.extend(nodes),
+            None => graph.node.push(n),
+        }
+    }
+}
+
 /// A block of a cut weight: its initializer's name, its first and end column.
 type Block = (String, usize, usize);
 
@@ -69,13 +92,7 @@ fn split_shared_weights(graph: &mut GraphProto) -> usize {
     if splits.is_empty() {
         return 0;
     }
-    let mut names: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
-    names.extend(graph.node.iter().flat_map(|n| n.output.iter().cloned()));
-    let mut fresh = |base: &str| {
-        let name = (0..).map(|i| format!("{base}.block{i}")).find(|n| !names.contains(n)).unwrap_or_default();
-        names.insert(name.clone());
-        name
-    };
+    let mut fresh = name_maker(graph, "block");
     // Each weight's blocks, by how products read it (stored `[n, k]`, block `[k, columns]`).
     let mut cut: HashMap<(String, bool, bool), Vec<Block>> = HashMap::new();
     let mut replaced: HashMap<usize, Vec<NodeProto>> = HashMap::new();
@@ -158,13 +175,7 @@ fn split_shared_weights(graph: &mut GraphProto) -> usize {
         replaced.insert(*node, nodes);
     }
     let count = replaced.len();
-    let old = std::mem::take(&mut graph.node);
-    for (i, n) in old.into_iter().enumerate() {
-        match replaced.remove(&i) {
-            Some(nodes) => graph.node.extend(nodes),
-            None => graph.node.push(n),
-        }
-    }
+    splice(graph, replaced);
     // A Transpose that only fed a cut MatMul is dead now: tract would still fold it at load.
     let used: HashSet<String> = graph
         .node
@@ -238,13 +249,7 @@ fn find_splits(graph: &GraphProto) -> Vec<Split> {
 /// Folds each foldable `BatchNormalization` into the node that produces its input.
 fn fold_batch_norms(graph: &mut GraphProto) -> usize {
     let folds = find_folds(graph);
-    let mut names: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
-    let mut fresh = |base: &str| {
-        let name =
-            (0..).map(|i| format!("{base}.bn_folded{i}")).find(|n| !names.contains(n)).unwrap_or_default();
-        names.insert(name.clone());
-        name
-    };
+    let mut fresh = name_maker(graph, "bn_folded");
     let mut removed = HashSet::new();
     for Fold { layer, bn, weight, bias } in folds {
         let w_name = fresh(&graph.node[layer].input[1]);
@@ -278,13 +283,7 @@ fn fold_batch_norms(graph: &mut GraphProto) -> usize {
 /// constant shape `[·, C, 1, …]`.
 fn pointwise_deconvs_as_gemms(graph: &mut GraphProto) -> usize {
     let found = find_pointwise_deconvs(graph);
-    let mut names: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
-    names.extend(graph.node.iter().flat_map(|n| n.output.iter().cloned()));
-    let mut fresh = |base: &str| {
-        let name = (0..).map(|i| format!("{base}.gemm{i}")).find(|n| !names.contains(n)).unwrap_or_default();
-        names.insert(name.clone());
-        name
-    };
+    let mut fresh = name_maker(graph, "gemm");
     let mut replaced: HashMap<usize, Vec<NodeProto>> = HashMap::new();
     for PointwiseDeconv { node, dims, bias } in found {
         let original = &graph.node[node];
@@ -356,13 +355,7 @@ fn pointwise_deconvs_as_gemms(graph: &mut GraphProto) -> usize {
     }
     let count = replaced.len();
     if count > 0 {
-        let old = std::mem::take(&mut graph.node);
-        for (i, n) in old.into_iter().enumerate() {
-            match replaced.remove(&i) {
-                Some(nodes) => graph.node.extend(nodes),
-                None => graph.node.push(n),
-            }
-        }
+        splice(graph, replaced);
         let used: HashSet<&str> = graph
             .node
             .iter()
