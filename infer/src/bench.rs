@@ -136,7 +136,7 @@ pub fn bench(path: impl AsRef<Path>, options: &BenchOptions) -> Result<BenchRepo
         }
         Model::NextWord(m) => {
             let seq = m.meta().context.max(1);
-            m.check_batch(batch, seq)?;
+            m.check_batch(batch, seq, options.every_position)?;
             let vocab = m.vocab().len() as i64;
             let mut rng = ChaCha8Rng::seed_from_u64(0);
             let tokens = Array2::from_shape_simple_fn((batch, seq), || rng.random_range(0..vocab));

@@ -259,16 +259,17 @@ impl NextWordModel {
     }
 
     /// Checks that a call on `batch` windows of `seq` tokens stays within
-    /// [`Limits::max_call_bytes`](crate::Limits), before anything is allocated for it.
-    pub fn check_batch(&self, batch: usize, seq: usize) -> Result<()> {
+    /// [`Limits::max_call_bytes`](crate::Limits), before anything is allocated for it: a call
+    /// that scores every position ([`NextWordModel::run`]) when `every_position`, else one that
+    /// predicts the next word ([`NextWordModel::step`]).
+    pub fn check_batch(&self, batch: usize, seq: usize, every_position: bool) -> Result<()> {
         match self.interface {
             Interface::TokenIds { layers, hidden } => {
                 let state = [layers, batch, hidden];
                 let shapes: [&[usize]; 3] = [&[batch, seq], &state, &state];
-                // The plan over every output holds the most.
-                match &self.every {
-                    Some(every) => every.check_call(&shapes),
-                    None => self.plan.check_call(&shapes),
+                match (&self.every, every_position) {
+                    (Some(every), true) => every.check_call(&shapes),
+                    _ => self.plan.check_call(&shapes),
                 }
             }
             Interface::ForeignTokenIds { layers, hidden, layout, .. } => {
@@ -718,6 +719,23 @@ mod tests {
         let large =
             NextWordModel::load(format!("{dir}/../models/shakespeare-lstm.onnx"), &LoadOptions::default());
         assert!(!large.unwrap().plan.per_shape());
+    }
+
+    /// A predicting call is checked against the plan it runs, not the larger plan that scores
+    /// every position: at the smallest batch whose scoring call is refused, a step fits and runs.
+    #[test]
+    fn a_step_is_checked_against_its_own_plan() {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let limits = crate::Limits { max_call_bytes: 20_000_000, ..Default::default() };
+        let options = LoadOptions { limits, ..Default::default() };
+        let model = NextWordModel::load(format!("{dir}/../models/shakespeare-lstm.onnx"), &options).unwrap();
+        let seq = model.meta().context;
+        let batch = (0..20).map(|p| 1usize << p).find(|&b| model.check_batch(b, seq, true).is_err());
+        let batch = batch.expect("some batch under 2^20 windows is too large to score");
+        model.check_batch(batch, seq, false).unwrap();
+        let tokens = Array2::from_elem((batch, seq), 1i64);
+        assert_eq!(model.step(tokens.view(), None).unwrap().logits.nrows(), batch);
+        assert!(matches!(model.run(tokens.view(), None), Err(Error::CallTooLarge { .. })));
     }
 
     /// Files that write every position's logits too: a step (predicting, generating) runs a plan

@@ -349,6 +349,16 @@ impl Runner {
         max_call_bytes: u64,
     ) -> Result<Self> {
         let size = CallSize::fitting(name, &typed, max_call_bytes)?;
+        Self::sized(name, typed, per_shape, size)
+    }
+
+    /// [`Runner::new`] for a graph whose call sizes are known.
+    fn sized(
+        name: &str,
+        typed: TypedModel,
+        per_shape: Option<InferenceModel>,
+        size: CallSize,
+    ) -> Result<Self> {
         let symbolic = !size.symbols.is_empty();
         let source = per_shape.filter(|_| symbolic).map(Arc::new);
         Ok(Runner {
@@ -362,7 +372,7 @@ impl Runner {
 
     /// Checks that a call on inputs of `shapes` stays within the call limit.
     pub fn check_call(&self, shapes: &[&[usize]]) -> Result<()> {
-        self.size.check(self.size.scale(|i| shapes.get(i).copied()))
+        self.size.check_shapes(shapes)
     }
 
     /// Whether calls get plans for their concrete shapes.
@@ -450,7 +460,7 @@ impl LazyRunner {
 
     /// Checks that a call on inputs of `shapes` stays within the call limit.
     pub fn check_call(&self, shapes: &[&[usize]]) -> Result<()> {
-        self.size.check(self.size.scale(|i| shapes.get(i).copied()))
+        self.size.check_shapes(shapes)
     }
 
     /// Whether the plan was made.
@@ -466,7 +476,7 @@ impl LazyRunner {
         }
         let per_shape = self.per_shape.as_deref().cloned();
         let made = crate::error::catching(&self.name, "loading the model", || {
-            Runner::new(&self.name, (*self.typed).clone(), per_shape, self.size.max)
+            Runner::sized(&self.name, (*self.typed).clone(), per_shape, self.size.clone())
         })?;
         Ok(self.plan.get_or_init(|| made))
     }
@@ -560,6 +570,11 @@ impl CallSize {
     /// Bytes a call holds at most, given the product of its symbols' values.
     fn need(&self, scale: u64) -> u64 {
         self.unit.saturating_mul(scale).saturating_add(self.fixed)
+    }
+
+    /// Checks a call on inputs of `shapes`.
+    fn check_shapes(&self, shapes: &[&[usize]]) -> Result<()> {
+        self.check(self.scale(|i| shapes.get(i).copied()))
     }
 
     fn check(&self, scale: u64) -> Result<()> {
