@@ -4,8 +4,8 @@
 
 (`benches/vs_onnxruntime.sh` builds the release binary and runs this.) For each model and batch
 (1, and a throughput batch: 64 windows, 256 points, 64 images) it runs, in interleaved rounds,
-`kiln bench --json` (kiln times its own calls in-process: the library's load and per-call
-latency) and onnxruntime's `InferenceSession.run` on the same file with inputs of the same
+`kiln bench --json` (kiln times its own calls in-process: the library's load, its first call
+and the per-call latency) and onnxruntime's `InferenceSession.run` on the same file with inputs of the same
 shapes, `intra_op_num_threads = inter_op_num_threads = 1`, sequential execution.
 
 A next-word model is timed on the call `kiln predict` makes (onnxruntime asked for the same
@@ -64,6 +64,14 @@ def session(path):
     return s, (time.perf_counter() - start) * 1e3
 
 
+def ort_start(path, feed, outputs):
+    """A fresh session's creation time and its first call's, in milliseconds."""
+    sess, load = session(path)
+    start = time.perf_counter()
+    sess.run(outputs, feed)
+    return load, (time.perf_counter() - start) * 1e3
+
+
 def ort_p50(sess, feed, iters, warmup, outputs=None):
     for _ in range(warmup):
         sess.run(outputs, feed)
@@ -94,7 +102,7 @@ def kiln_bench(binary, path, batch, iters, warmup, flags):
         text=True,
     ).stdout
     d = json.loads(out)
-    return d["latency"]["p50_ms"], d["load_ms"]
+    return d["latency"]["p50_ms"], d["load_ms"], d["first_call_ms"]
 
 
 def identity_model(folder):
@@ -129,17 +137,20 @@ def main():
             for call, flags, outputs in calls(path, props):
                 for batch in batches(props):
                     feed = inputs(props, batch)
-                    sess, ort_load = session(path)
+                    sess, _ = session(path)
                     # Enough calls for about a second per side and round, at least 20.
                     one = max(ort_p50(sess, feed, 5, 2, outputs), 1e-3)
                     iters = int(min(2000, max(20, 1000 / one)))
-                    kiln, orts, kiln_loads, ort_loads = [], [], [], [ort_load]
+                    kiln, orts, kiln_loads, ort_loads, kiln_firsts, ort_firsts = [], [], [], [], [], []
                     for _ in range(args.rounds):
-                        p50, load = kiln_bench(args.kiln, path, batch, iters, max(5, iters // 10), flags)
+                        p50, load, first = kiln_bench(args.kiln, path, batch, iters, max(5, iters // 10), flags)
                         kiln.append(p50)
                         kiln_loads.append(load)
+                        kiln_firsts.append(first)
                         orts.append(ort_p50(sess, feed, iters, max(5, iters // 10), outputs))
-                        ort_loads.append(session(path)[1])
+                        load, first = ort_start(path, feed, outputs)
+                        ort_loads.append(load)
+                        ort_firsts.append(first)
                         empties.append(ort_p50(empty, empty_feed, 2000, 100))
                     row = {
                         "model": os.path.basename(path).removesuffix(".onnx"),
@@ -149,6 +160,8 @@ def main():
                         "ort_p50_ms": statistics.median(orts),
                         "kiln_load_ms": statistics.median(kiln_loads),
                         "ort_load_ms": statistics.median(ort_loads),
+                        "kiln_first_call_ms": statistics.median(kiln_firsts),
+                        "ort_first_call_ms": statistics.median(ort_firsts),
                     }
                     row["ratio"] = row["kiln_p50_ms"] / row["ort_p50_ms"]
                     rows.append(row)
@@ -156,11 +169,12 @@ def main():
                           f"{fmt_ms(row['ort_p50_ms'])}", flush=True)
     empty_ms = statistics.median(empties)
     print()
-    print("| model | call | batch | kiln p50 | onnxruntime p50 | kiln / ORT | kiln load | ORT session |")
+    print("| model | call | batch | kiln p50 | onnxruntime p50 | kiln / ORT | kiln load + first call | ORT session + first run |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['call']} | {r['batch']} | {fmt_ms(r['kiln_p50_ms'])} | {fmt_ms(r['ort_p50_ms'])} | "
-              f"{r['ratio']:.2f} | {r['kiln_load_ms']:.1f} ms | {r['ort_load_ms']:.1f} ms |")
+              f"{r['ratio']:.2f} | {r['kiln_load_ms']:.1f} + {r['kiln_first_call_ms']:.1f} ms | "
+              f"{r['ort_load_ms']:.1f} + {r['ort_first_call_ms']:.1f} ms |")
     print(f"\nAn empty onnxruntime call (Identity on one float) costs {fmt_ms(empty_ms)} from Python: "
           "part of every onnxruntime figure above.")
     if args.json:

@@ -4,8 +4,11 @@
 //! One call is one forward pass over a batch: `batch` context windows of a next-word model (the
 //! model's own context length, token ids drawn from a seeded stream), or `batch` noise vectors
 //! of a generator. A next-word call predicts the next word, as `kiln predict` and `kiln generate`
-//! do; with [`BenchOptions::every_position`] it scores every position, as `kiln score` does. The report gives the time to load the model (read, parse, optimise: the
-//! start-up a one-shot command pays), the latency of a call (p50, p99, mean, min, max, after
+//! do; with [`BenchOptions::every_position`] it scores every position, as `kiln score` does.
+//!
+//! The report gives the start-up a one-shot command pays: the time to load the model and that
+//! of the first call, which makes the plan for its shape where the model plans per shape
+//! ([`crate::GeneratorModel`]); then the latency of a call (p50, p99, mean, min, max, after
 //! `warmup` calls that are not counted) and the throughput in predictions or samples a second.
 
 use std::path::Path;
@@ -75,8 +78,12 @@ pub struct BenchReport {
     pub call: String,
     /// What the throughput counts: `predictions` or `samples`.
     pub unit: String,
-    /// Read + parse + optimise, once.
+    /// Read, parse, check against the metadata and, for a model whose calls all share one plan,
+    /// optimise that plan.
     pub load_ms: f64,
+    /// The first call, before the warm-up: it optimises the plan for its shape when the model
+    /// makes one per shape.
+    pub first_call_ms: f64,
     pub batch: usize,
     pub iters: usize,
     pub warmup: usize,
@@ -118,7 +125,7 @@ pub fn bench(path: impl AsRef<Path>, options: &BenchOptions) -> Result<BenchRepo
     }
     let load = start.elapsed();
     let mut threads = 1;
-    let (kind, call, unit, mut times) = match model {
+    let (kind, call, unit, times) = match model {
         Model::Generator(g) => {
             let g = g.with_threads(options.threads);
             threads = g.threads().min(batch);
@@ -153,6 +160,7 @@ pub fn bench(path: impl AsRef<Path>, options: &BenchOptions) -> Result<BenchRepo
             (KIND_NEXT_WORD, call, "predictions", times)
         }
     };
+    let (first, mut times) = times;
     let total: Duration = times.iter().sum();
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -161,6 +169,7 @@ pub fn bench(path: impl AsRef<Path>, options: &BenchOptions) -> Result<BenchRepo
         call,
         unit: unit.into(),
         load_ms: ms(load),
+        first_call_ms: ms(first),
         batch,
         iters: options.iters,
         warmup: options.warmup,
@@ -176,7 +185,14 @@ pub fn bench(path: impl AsRef<Path>, options: &BenchOptions) -> Result<BenchRepo
     })
 }
 
-fn time_calls(options: &BenchOptions, mut call: impl FnMut() -> Result<()>) -> Result<Vec<Duration>> {
+/// The first call's time, and those of `options.iters` calls after `options.warmup` more.
+fn time_calls(
+    options: &BenchOptions,
+    mut call: impl FnMut() -> Result<()>,
+) -> Result<(Duration, Vec<Duration>)> {
+    let start = Instant::now();
+    call()?;
+    let first = start.elapsed();
     for _ in 0..options.warmup {
         call()?;
     }
@@ -186,7 +202,7 @@ fn time_calls(options: &BenchOptions, mut call: impl FnMut() -> Result<()>) -> R
         call()?;
         times.push(start.elapsed());
     }
-    Ok(times)
+    Ok((first, times))
 }
 
 /// The nearest-rank percentile of sorted `values`: the smallest value with at least a

@@ -12,8 +12,8 @@ use crate::noise;
 use crate::read::{self, LoadOptions, ModelFile};
 use crate::samples::Samples;
 
-/// A loaded generator, optimised at load for any batch size and at first use for each batch
-/// size it is called with (up to four).
+/// A loaded generator, optimised at the first call of each batch size it is called with (up to
+/// four; further sizes share a plan for any batch, made at the first of them).
 ///
 /// A call runs on one thread unless [`GeneratorModel::with_threads`] says otherwise: then its
 /// batch is cut into that many parts of equal size (the last one smaller), run at once on the
@@ -38,8 +38,9 @@ pub struct GeneratorModel {
 }
 
 impl GeneratorModel {
-    /// Loads and optimises a generator file once (within the default
-    /// [`Limits`](crate::Limits)); every call after that reuses the plan.
+    /// Loads a generator file (within the default [`Limits`](crate::Limits)) and checks it
+    /// against its metadata; the plan for a batch size is optimised at its first call and reused
+    /// by the calls after it.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         Self::load_with(path, &LoadOptions::default())
     }
@@ -345,12 +346,14 @@ mod tests {
     }
 
     /// Batches of 1 to 9 rows: the first shapes get plans of their own, the later ones run on
-    /// the plan for any batch. Every row must match the same noise run in one batch of 9.
+    /// the plan for any batch, which is made only then. Every row must match the same noise run
+    /// in one batch of 9.
     #[test]
     fn every_batch_size_gives_the_rows_of_one_big_batch() {
         for name in ["fashion-dcgan.onnx", "grid25-gan.onnx"] {
             let model =
                 GeneratorModel::load(format!("{}/../models/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            assert!(!model.plan.made_any(), "{name}: planned for any batch at load");
             let latent = model.meta().latent;
             let z = Array2::from_shape_vec((9, latent), noise::normal(11, 9 * latent)).unwrap();
             let all = model.generate(z.view()).unwrap();
@@ -360,6 +363,8 @@ mod tests {
                 let got = model.generate(z.slice(crate::ndarray::s![..batch, ..])).unwrap();
                 let diff = crate::numeric::max_abs_diff(got.as_slice().unwrap(), &all[..batch * per]);
                 assert!(diff <= 1e-5, "{name}, batch {batch}: rows differ by {diff}");
+                // Batches of 9, 1, 2 and 3 have plans of their own.
+                assert_eq!(model.plan.made_any(), batch > 3, "{name}, batch {batch}");
             }
         }
     }

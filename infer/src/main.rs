@@ -544,7 +544,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let l = &r.latency;
                 writeln!(out, "model:      {} ({})", model.display(), r.kind)?;
                 writeln!(out, "call:       {}", r.call)?;
-                writeln!(out, "load:       {:.1} ms (read, parse, optimise)", r.load_ms)?;
+                writeln!(out, "load:       {:.1} ms", r.load_ms)?;
+                writeln!(
+                    out,
+                    "first call: {:.1} ms (with its plan, where a model plans per shape)",
+                    r.first_call_ms
+                )?;
                 let threads =
                     if r.threads == 1 { "one thread".to_string() } else { format!("{} threads", r.threads) };
                 writeln!(out, "calls:      {} timed after {} warm-up, {threads}", r.iters, r.warmup)?;

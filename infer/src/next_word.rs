@@ -175,7 +175,9 @@ pub struct NextWordModel {
 }
 
 impl NextWordModel {
-    /// Loads and optimises a model file once; every query after that reuses the plan.
+    /// Loads a model file and checks it against its metadata. Its plan is optimised once, at
+    /// load, or for a model with small weights at the first call of each input shape; the calls
+    /// after it reuse the plan.
     pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
         Self::from_file(ModelFile::read(path.as_ref(), options)?, options)
     }

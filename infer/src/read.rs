@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tract_onnx::prelude::*;
 
@@ -307,14 +307,16 @@ pub(crate) fn input<T: Datum + Clone, D: tract_ndarray::Dimension>(
 
 /// A model's plans.
 ///
-/// - The plan made at load, for any batch.
 /// - Where asked for, a plan per concrete input shape: tract optimises a graph whose batch is a
 ///   known number better than one whose batch is a symbol (the fashion generator runs 2.3×
 ///   faster at batch 1 and 1.2× at batch 64; the seed LSTM 1.9× at 64 windows). Next-word
 ///   models with large weights do not ask: the tied Shakespeare LSTM's concrete plan is 10%
-///   slower at 64 windows (`next_word::PER_SHAPE_MAX_WEIGHTS`). The first call at a new shape optimises the
-///   graph for it (about as long as loading took); later calls at that shape reuse it. Up to
-///   [`Runner::SHAPES`] shapes are kept; others run on the plan for any batch.
+///   slower at 64 windows (`next_word::PER_SHAPE_MAX_WEIGHTS`). The first call at a new shape
+///   optimises the graph for it; later calls at that shape reuse it. Up to [`Runner::SHAPES`]
+///   shapes are kept.
+/// - A plan for any batch: made at load when calls get no plans of their own; otherwise only
+///   when a call needs it (a shape past the kept ones, or one tract could not plan for), since
+///   a model called at one batch size, as most are, never runs it.
 ///
 /// Each call runs in a fresh tract state: tract keeps per-session values in a state (a recurrent
 /// op's, for one), and a seed LSTM whose states were reused between calls gave other answers.
@@ -322,7 +324,7 @@ pub(crate) fn input<T: Datum + Clone, D: tract_ndarray::Dimension>(
 pub(crate) struct Runner {
     /// The model file, as messages name it.
     name: String,
-    any: Arc<TypedRunnableModel>,
+    any: AnyBatch,
     size: CallSize,
     /// The graph before typing, from which per-shape plans are made (setting the symbols of the
     /// typed graph instead gave the Shakespeare LSTM's slow plan); `None` when there are none to
@@ -333,6 +335,14 @@ pub(crate) struct Runner {
 
 /// The shapes of a call's inputs.
 type Shapes = Vec<Vec<usize>>;
+
+/// A [`Runner`]'s plan for any batch: made at load, or made from the typed graph when first
+/// needed (clones share it once made).
+#[derive(Clone)]
+enum AnyBatch {
+    Made(Arc<TypedRunnableModel>),
+    Later(Arc<TypedModel>, Arc<OnceLock<Arc<TypedRunnableModel>>>),
+}
 
 impl Runner {
     /// Concrete shapes whose plans are kept.
@@ -361,13 +371,11 @@ impl Runner {
     ) -> Result<Self> {
         let symbolic = !size.symbols.is_empty();
         let source = per_shape.filter(|_| symbolic).map(Arc::new);
-        Ok(Runner {
-            name: name.to_string(),
-            any: ModelFile::plan(name, typed)?,
-            size,
-            source,
-            concrete: Mutex::new(Vec::new()),
-        })
+        let any = match source {
+            Some(_) => AnyBatch::Later(Arc::new(typed), Default::default()),
+            None => AnyBatch::Made(ModelFile::plan(name, typed)?),
+        };
+        Ok(Runner { name: name.to_string(), any, size, source, concrete: Mutex::new(Vec::new()) })
     }
 
     /// Checks that a call on inputs of `shapes` stays within the call limit.
@@ -381,19 +389,48 @@ impl Runner {
         self.source.is_some()
     }
 
-    /// The outputs the plan computes.
+    /// The outputs the plans compute.
     #[cfg(test)]
     pub fn outputs(&self) -> usize {
-        self.any.model().outputs.len()
+        match &self.any {
+            AnyBatch::Made(plan) => plan.model().outputs.len(),
+            AnyBatch::Later(typed, _) => typed.outputs.len(),
+        }
+    }
+
+    /// Whether the plan for any batch was made.
+    #[cfg(test)]
+    pub fn made_any(&self) -> bool {
+        match &self.any {
+            AnyBatch::Made(_) => true,
+            AnyBatch::Later(_, plan) => plan.get().is_some(),
+        }
     }
 
     /// Runs the graph on `inputs`, with the plan for their shapes.
     pub fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
         self.size.check(self.size.scale(|i| inputs.get(i).map(|v| v.shape())))?;
         crate::error::catching(&self.name, "running the model", || {
-            let plan = self.plan_for(&inputs).unwrap_or_else(|| self.any.clone());
+            let plan = match self.plan_for(&inputs) {
+                Some(plan) => plan,
+                None => self.any()?,
+            };
             plan.run(inputs).map_err(run_err)
         })
+    }
+
+    /// The plan for any batch, made now if it was not yet.
+    fn any(&self) -> Result<Arc<TypedRunnableModel>> {
+        match &self.any {
+            AnyBatch::Made(plan) => Ok(plan.clone()),
+            AnyBatch::Later(typed, plan) => {
+                if let Some(made) = plan.get() {
+                    return Ok(made.clone());
+                }
+                let made = ModelFile::plan(&self.name, (**typed).clone())?;
+                Ok(plan.get_or_init(|| made).clone())
+            }
+        }
     }
 
     /// The plan for the shapes of `inputs`, made if there is room; `None` when there are no
@@ -439,7 +476,7 @@ pub(crate) struct LazyRunner {
     typed: Arc<TypedModel>,
     per_shape: Option<Arc<InferenceModel>>,
     size: CallSize,
-    plan: Arc<std::sync::OnceLock<Runner>>,
+    plan: Arc<OnceLock<Runner>>,
 }
 
 impl LazyRunner {

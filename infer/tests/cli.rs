@@ -460,6 +460,7 @@ fn bench_times_as_many_calls_as_asked_and_reports_consistent_figures() {
         let per_second = r["per_second"].as_f64().unwrap();
         assert!((per_second / expected - 1.0).abs() < 1e-6, "{per_second} vs {expected}");
         assert!(r["load_ms"].as_f64().unwrap() > 0.0);
+        assert!(r["first_call_ms"].as_f64().unwrap() > 0.0);
     }
     let text = stdout_of(&["bench", seed.to_str().unwrap(), "--iters", "5"]);
     assert!(text.contains("latency:    p50 ") && text.contains("throughput: "), "{text}");
