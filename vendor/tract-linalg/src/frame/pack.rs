@@ -937,6 +937,12 @@ unsafe fn transpose_4x4<T: Copy>(src: *const T, src_stride: isize, dst: *mut T, 
             transpose_4x4_neon_armv7_16(src as _, src_stride, dst as _, dst_stride);
             return;
         }
+        // x86-64: SSE2, part of the baseline, so no feature check.
+        #[cfg(target_arch = "x86_64")]
+        if std::mem::size_of::<T>() == 4 && std::mem::align_of::<T>() == 4 {
+            transpose_4x4_sse2_32(src as _, src_stride, dst as _, dst_stride);
+            return;
+        }
         let tile: [[T; 4]; 4] = std::array::from_fn(|i| {
             let row = src.offset(i as isize * src_stride);
             std::array::from_fn(|j| *row.add(j))
@@ -947,6 +953,34 @@ unsafe fn transpose_4x4<T: Copy>(src: *const T, src_stride: isize, dst: *mut T, 
                 *out.add(i) = row[j];
             }
         }
+    }
+}
+
+/// 4x4 transpose of 32-bit lanes on x86-64: four loads, eight unpacks, four stores (integer
+/// lanes, so any bit pattern moves unchanged).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn transpose_4x4_sse2_32(
+    src: *const u32,
+    src_stride: isize,
+    dst: *mut u32,
+    dst_stride: usize,
+) {
+    use std::arch::x86_64::*;
+    unsafe {
+        let a = _mm_loadu_si128(src as *const __m128i);
+        let b = _mm_loadu_si128(src.offset(src_stride) as *const __m128i);
+        let c = _mm_loadu_si128(src.offset(2 * src_stride) as *const __m128i);
+        let d = _mm_loadu_si128(src.offset(3 * src_stride) as *const __m128i);
+        // a0 b0 a1 b1, c0 d0 c1 d1, a2 b2 a3 b3, c2 d2 c3 d3
+        let ab_lo = _mm_unpacklo_epi32(a, b);
+        let cd_lo = _mm_unpacklo_epi32(c, d);
+        let ab_hi = _mm_unpackhi_epi32(a, b);
+        let cd_hi = _mm_unpackhi_epi32(c, d);
+        _mm_storeu_si128(dst as *mut __m128i, _mm_unpacklo_epi64(ab_lo, cd_lo));
+        _mm_storeu_si128(dst.add(dst_stride) as *mut __m128i, _mm_unpackhi_epi64(ab_lo, cd_lo));
+        _mm_storeu_si128(dst.add(2 * dst_stride) as *mut __m128i, _mm_unpacklo_epi64(ab_hi, cd_hi));
+        _mm_storeu_si128(dst.add(3 * dst_stride) as *mut __m128i, _mm_unpackhi_epi64(ab_hi, cd_hi));
     }
 }
 
