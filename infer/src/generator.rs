@@ -64,7 +64,6 @@ impl GeneratorModel {
         let ModelFile { name, graph, props, limits, .. } = file;
         let meta = GeneratorMeta::from_props(&props)
             .map_err(|source| Error::Contract { path: name.clone(), source })?;
-        let source = graph.clone();
         let typed = ModelFile::typed(&name, graph)?;
         // z in; samples [batch, …output_shape] out.
         let check = read::Checker { name: &name, graph: &typed };
@@ -82,7 +81,7 @@ impl GeneratorModel {
             });
         }
         let part_rows = smallest_image(&typed).unwrap_or(usize::MAX);
-        let plan = Arc::new(read::Runner::new(&name, typed, Some(source), limits.max_call_bytes)?);
+        let plan = Arc::new(read::Runner::new(&name, typed, true, limits.max_call_bytes)?);
         Ok(GeneratorModel { plan, meta, workers: Arc::new(Workers::start(0)), part_rows })
     }
 

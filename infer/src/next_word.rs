@@ -206,7 +206,6 @@ impl NextWordModel {
             let f = crate::foreign::read(graph, proto.as_ref(), &name, options)?;
             (f.graph, f.meta, f.interface, f.ports)
         };
-        let source = graph.clone();
         let typed = ModelFile::typed(&name, graph)?;
         if let Interface::TokenIds { layers, hidden } = interface {
             // tokens, h0, c0 in; logits, hn, cn (and logits_all) out.
@@ -220,27 +219,18 @@ impl NextWordModel {
                 check.axis(false, input, 2, hidden, crate::contract::key::HIDDEN, "a state")?;
             }
         }
-        let per_shape = (weight_bytes(&typed) <= PER_SHAPE_MAX_WEIGHTS).then_some(source);
+        let per_shape = weight_bytes(&typed) <= PER_SHAPE_MAX_WEIGHTS;
         let max = limits.max_call_bytes;
         let (plan, every) = match interface {
             Interface::TokenIds { .. } if typed.outputs.len() > 3 => {
                 // logits, hn, cn: what a step needs.
                 let step = typed.outputs[..3].to_vec();
-                let step_source = match &per_shape {
-                    Some(source) => Some(
-                        source
-                            .clone()
-                            .with_output_outlets(&source.outputs[..3])
-                            .map_err(|e| Error::BadModel { path: name.clone(), source: e.into() })?,
-                    ),
-                    None => None,
-                };
                 let every = read::LazyRunner::new(&name, typed.clone(), per_shape, max)?;
                 let step_graph = typed
                     .with_output_outlets(&step)
                     .and_then(|g| g.into_compact())
                     .map_err(|e| Error::BadModel { path: name.clone(), source: e.into() })?;
-                (read::Runner::new(&name, step_graph, step_source, max)?, Some(every))
+                (read::Runner::new(&name, step_graph, per_shape, max)?, Some(every))
             }
             _ => (read::Runner::new(&name, typed, per_shape, max)?, None),
         };
