@@ -448,12 +448,13 @@ fn mutated_model_files_are_loaded_or_refused_never_a_panic() {
                 let (at, msg, stage) = p.unwrap_or_default();
                 failures.push(format!("{what}: {stage}: a panic left the library, at {at}: {msg}"));
             }
-            // Caught by the library (`Error::Internal`). Inside a dependency, that is tract's
-            // shape inference asserting; the binary, which aborts on panic, must still give the
-            // user one clean line. In kiln's own code, it is a bug.
+            // Caught by the library (`Error::Internal`). Inside a dependency (from the registry,
+            // or one of tract's crates vendored under `vendor/`), that is tract's shape
+            // inference asserting; the binary, which aborts on panic, must still give the user
+            // one clean line. In kiln's own code, it is a bug.
             (Ok(ok), Some((at, msg, stage))) => {
                 loaded += u64::from(ok);
-                if at.contains("/registry/src/") {
+                if at.contains("/registry/src/") || at.starts_with("vendor/") || at.contains("/vendor/") {
                     upstream.push(format!("{what}: {stage}: panicked at {at}: {msg}"));
                     if let Err(e) = kiln_reports(&bytes, vocab.as_ref(), stage) {
                         failures.push(format!("{what}: panicked at {at}: {msg}; {e}"));
