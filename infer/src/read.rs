@@ -313,9 +313,9 @@ pub(crate) fn input<T: Datum + Clone, D: tract_ndarray::Dimension>(
 ///   models with large weights do not ask: the tied Shakespeare LSTM's concrete plan is 10%
 ///   slower at 64 windows (`next_word::PER_SHAPE_MAX_WEIGHTS`). The graph is decluttered once,
 ///   at load; the first call at a new shape sets its symbols to the call's sizes and optimises
-///   that, which skips typing and decluttering anew for each shape (the seed LSTM's first
-///   call 2.6 → 0.8 ms, its load 0.8 → 2.2 ms; the plans run as fast). Later calls at that shape reuse the plan. Up to [`Runner::SHAPES`]
-///   shapes are kept.
+///   that, which skips typing and decluttering anew for each shape (the seed LSTM's first call
+///   2.6 → 0.8 ms, its load 0.8 → 2.2 ms; the plans run as fast). Later calls at that shape
+///   reuse the plan. Up to [`Runner::SHAPES`] shapes are kept.
 /// - A plan for any batch: made at load when calls get no plans of their own; otherwise only
 ///   when a call needs it (a shape past the kept ones, or one tract could not plan for), since
 ///   a model called at one batch size, as most are, never runs it.
