@@ -82,6 +82,22 @@ fn splice(graph: &mut GraphProto, mut replaced: HashMap<usize, Vec<NodeProto>>) 
     }
 }
 
+/// The names something reads: the nodes' inputs and the graph's outputs.
+fn read_names(graph: &GraphProto) -> HashSet<String> {
+    graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .chain(graph.output.iter().map(|o| o.name.clone()))
+        .collect()
+}
+
+/// Drops the initializers nothing reads any more.
+fn drop_unread_initializers(graph: &mut GraphProto) {
+    let read = read_names(graph);
+    graph.initializer.retain(|t| read.contains(&t.name));
+}
+
 /// A block of a cut weight: its initializer's name, its first and end column.
 type Block = (String, usize, usize);
 
@@ -177,12 +193,7 @@ fn split_shared_weights(graph: &mut GraphProto) -> usize {
     let count = replaced.len();
     splice(graph, replaced);
     // A Transpose that only fed a cut MatMul is dead now: tract would still fold it at load.
-    let used: HashSet<String> = graph
-        .node
-        .iter()
-        .flat_map(|n| n.input.iter().cloned())
-        .chain(graph.output.iter().map(|o| o.name.clone()))
-        .collect();
+    let used = read_names(graph);
     graph.node.retain(|n| n.op_type != "Transpose" || n.output.iter().any(|o| used.contains(o)));
     count
 }
@@ -272,8 +283,7 @@ fn fold_batch_norms(graph: &mut GraphProto) -> usize {
     if !removed.is_empty() {
         // The unfolded weights and statistics, unless something else reads them: tract would
         // convert them for nothing.
-        let used: HashSet<String> = graph.node.iter().flat_map(|n| n.input.iter().cloned()).collect();
-        graph.initializer.retain(|t| used.contains(&t.name));
+        drop_unread_initializers(graph);
     }
     removed.len()
 }
@@ -356,14 +366,7 @@ fn pointwise_deconvs_as_gemms(graph: &mut GraphProto) -> usize {
     let count = replaced.len();
     if count > 0 {
         splice(graph, replaced);
-        let used: HashSet<&str> = graph
-            .node
-            .iter()
-            .flat_map(|n| &n.input)
-            .chain(graph.output.iter().map(|o| &o.name))
-            .map(String::as_str)
-            .collect();
-        graph.initializer.retain(|t| used.contains(t.name.as_str()));
+        drop_unread_initializers(graph);
     }
     count
 }
