@@ -293,13 +293,28 @@ impl<K: MatMatMulKer> MatMatMul for K {
                     m,
                     n,
                     k,
-                    prefer_col > prefer_row,
+                    col_outer(prefer_col, prefer_row, non_linear),
                     scratch,
                     non_linear,
                 )
             }
         }
     }
+}
+
+/// Whether to walk the tiles column after column (`m` innermost): as the fused ops prefer when
+/// one operand is packed and the other is not; otherwise (kiln patch) along the output's
+/// contiguous axis, so that consecutive tiles write neighbouring bytes of the output. Walking
+/// across it instead puts each tile's rows in other cache lines (other pages, for a wide output)
+/// than the tile before: on a 2240 × 8000 product with `m` contiguous, 30 → 23 ms.
+fn col_outer(prefer_col: usize, prefer_row: usize, non_linear: &[FusedSpec]) -> bool {
+    if prefer_col != prefer_row {
+        return prefer_col > prefer_row;
+    }
+    non_linear.iter().any(|spec| match spec {
+        FusedSpec::Store(c) => c.row_byte_stride.unsigned_abs() < c.col_byte_stride.unsigned_abs(),
+        _ => false,
+    })
 }
 
 /// `k` of the first `AddMatMul` in `non_linear`, or 0 if there is none.
