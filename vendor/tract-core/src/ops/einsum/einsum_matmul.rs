@@ -139,14 +139,45 @@ fn merge_same_role_axes_rule(
         }
     }
 
-    if let Some(group) = best_group {
+    if let Some(mut group) = best_group {
         // Found a mergeable group. Emit the patch.
         let output_shape = super::eval::output_shape(&op.axes, &input_shapes)?;
 
-        let drop_set: Vec<char> = group[1..].to_vec();
-
         let mut patch = TypedModelPatch::default();
         let mut wires: TVec<OutletId> = patch.taps(model, &node.inputs)?;
+
+        // kiln patch: when the output holds the group in another order than the one input that
+        // has it, and that input is the smaller tensor, permute the input's group axes into the
+        // output's order instead of computing the output in the input's order and moving the
+        // (larger) output afterwards.
+        let mut a_order = a_order.clone();
+        let mut b_order = b_order.clone();
+        let mut input_shapes: TVec<TVec<TDim>> =
+            input_shapes.iter().map(|s| s.iter().cloned().collect()).collect();
+        if let Some((slot, in_c_order)) =
+            input_to_reorder(&group, [&a_order, &b_order], &c_order, &input_shapes, &output_shape)
+        {
+            let order = if slot == 0 { &mut a_order } else { &mut b_order };
+            let start = group.iter().filter_map(|c| order.iter().position(|x| x == c)).min().unwrap();
+            for (t, c) in in_c_order.iter().enumerate() {
+                let cur = order.iter().position(|x| x == c).unwrap();
+                let target = start + t;
+                if cur != target {
+                    wires[slot] = patch.wire_node(
+                        format!("{node_name}.order_in{slot}_{target}"),
+                        AxisOp::Move(cur, target),
+                        &[wires[slot]],
+                    )?[0];
+                    let axis = order.remove(cur);
+                    order.insert(target, axis);
+                    let dim = input_shapes[slot].remove(cur);
+                    input_shapes[slot].insert(target, dim);
+                }
+            }
+            group = in_c_order;
+        }
+
+        let drop_set: Vec<char> = group[1..].to_vec();
 
         // Reshape each input to merge the group
         for (slot, order) in [(0, &a_order), (1, &b_order)] {
@@ -367,6 +398,48 @@ fn merge_same_role_axes_rule(
     }
 
     Ok(None)
+}
+
+/// kiln patch: the input (slot, and the group in the output's order) whose group axes to
+/// permute so that a merged group comes out of the product in the output's order, when that is
+/// cheaper than moving the output: the group is consecutive in the output but in another order,
+/// only one input holds it, and that input's other axes are known to hold fewer values than the
+/// output's other axes.
+fn input_to_reorder(
+    group: &[char],
+    orders: [&Vec<char>; 2],
+    c_order: &[char],
+    input_shapes: &[TVec<TDim>],
+    output_shape: &[TDim],
+) -> Option<(usize, Vec<char>)> {
+    let c_positions: Vec<usize> =
+        group.iter().filter_map(|c| c_order.iter().position(|x| x == c)).collect();
+    let mut sorted = c_positions.clone();
+    sorted.sort();
+    if c_positions.len() != group.len()
+        || sorted == c_positions
+        || sorted[sorted.len() - 1] - sorted[0] != sorted.len() - 1
+    {
+        return None;
+    }
+    let holders: Vec<usize> =
+        (0..2).filter(|&i| group.iter().any(|c| orders[i].contains(c))).collect();
+    let [slot] = holders[..] else { return None };
+    if !group.iter().all(|c| orders[slot].contains(c)) {
+        return None;
+    }
+    let rest = |dims: &[TDim], order: &[char]| -> Option<i64> {
+        dims.iter()
+            .zip(order)
+            .filter(|(_, c)| !group.contains(c))
+            .try_fold(1i64, |acc, (d, _)| d.as_i64().map(|v| acc.saturating_mul(v)))
+    };
+    let in_rest = rest(&input_shapes[slot], orders[slot])?;
+    let out_rest = rest(output_shape, c_order)?;
+    if in_rest >= out_rest {
+        return None;
+    }
+    Some((slot, sorted.iter().map(|&p| c_order[p]).collect()))
 }
 
 /// Slides a `Reshape` past a following binary so a matmul's epilogue — the
