@@ -7,17 +7,6 @@
 //! inference fusion, which onnxruntime applies too). tract runs the unfolded form as a broadcast
 //! `Mul` and `Add` over the whole activation: a third of a DCGAN generator's time at batch 64.
 //!
-//! **Large shared weights cut into pieces tract prepares once.** tract packs a matrix product's
-//! constant weight into its kernel's layout at load only when the weight has a single consumer
-//! or fits its constant-folding budget (4 MiB); otherwise it packs it again at every call. A
-//! tied word model reads its embedding matrix three times (the lookup, the last position's head,
-//! every position's head): for the shipped Shakespeare LSTM (8000 × 200, 6.4 MB) that repacking
-//! was 92% of a call. A `Gemm` or `MatMul` whose constant weight is over the budget and read
-//! elsewhere too is replaced by products over column blocks of a copy of the weight, each under
-//! the budget, concatenated: the same sums, in the same order, per output column. The copy is cut
-//! once for every product that reads the weight the same way (a MatMul reading it through a
-//! `Transpose` gets its blocks transposed).
-//!
 //! **A transposed convolution of a 1 × 1 image as a matrix product.** A DCGAN generator's first
 //! layer reads the noise reshaped to `[N, C, 1, 1]`: each output pixel is one weight times one
 //! input, `y[n, o, h, w] = Σ_c x[n, c] · W[c, o, h, w] + b[o]`, which is a `Gemm` over the weight
@@ -35,28 +24,7 @@ use tract_onnx::pb::{tensor_proto::DataType, GraphProto, ModelProto, NodeProto, 
 
 /// Applies every rewrite to `model`'s main graph; returns how many nodes it rewrote.
 pub(crate) fn optimise(model: &mut ModelProto) -> usize {
-    model
-        .graph
-        .as_mut()
-        .map_or(0, |g| fold_batch_norms(g) + pointwise_deconvs_as_gemms(g) + split_shared_weights(g))
-}
-
-/// tract's constant-folding budget (`tract_core::optim::CONST_FOLD_MEM_BUDGET`).
-const FOLD_BUDGET: usize = 4 << 20;
-/// The largest block a shared weight is cut into: under the budget with room for the packed
-/// layout's padding.
-const BLOCK_BYTES: usize = 3 << 20;
-
-/// A product to cut: node `node`, reading the 2-D constant `weight`, stored `[k, n]`, or `[n, k]`
-/// (`n_first`: a transposed Gemm weight, or the input of a `Transpose` feeding a MatMul).
-struct Split {
-    node: usize,
-    weight: String,
-    /// The weight's dimensions as stored.
-    dims: [usize; 2],
-    n_first: bool,
-    /// The Gemm's bias `[n]`, cut along with the weight.
-    bias: Option<Floats>,
+    model.graph.as_mut().map_or(0, |g| fold_batch_norms(g) + pointwise_deconvs_as_gemms(g))
 }
 
 /// Names for new values, `{base}.{suffix}{i}`, none taken by an initializer or a node's output.
@@ -96,165 +64,6 @@ fn read_names(graph: &GraphProto) -> HashSet<String> {
 fn drop_unread_initializers(graph: &mut GraphProto) {
     let read = read_names(graph);
     graph.initializer.retain(|t| read.contains(&t.name));
-}
-
-/// A block of a cut weight: its initializer's name, its first and end column.
-type Block = (String, usize, usize);
-
-/// Cuts each large shared product weight into column blocks (see the module's comment). Products
-/// that read a weight in the same layout read the same blocks.
-fn split_shared_weights(graph: &mut GraphProto) -> usize {
-    let splits = find_splits(graph);
-    if splits.is_empty() {
-        return 0;
-    }
-    let mut fresh = name_maker(graph, "block");
-    // Each weight's blocks, by how products read it (stored `[n, k]`, block `[k, columns]`).
-    let mut cut: HashMap<(String, bool, bool), Vec<Block>> = HashMap::new();
-    let mut replaced: HashMap<usize, Vec<NodeProto>> = HashMap::new();
-    for Split { node, weight, dims, n_first, bias } in &splits {
-        let (n, k) = if *n_first { (dims[0], dims[1]) } else { (dims[1], dims[0]) };
-        let gemm = graph.node[*node].op_type == "Gemm";
-        // Gemm keeps its layout (transB as it was); MatMul takes [k, columns].
-        let k_first = !gemm || !*n_first;
-        let key = (weight.clone(), *n_first, k_first);
-        if !cut.contains_key(&key) {
-            let Some(t) = graph.initializer.iter().find(|t| &t.name == weight) else { continue };
-            let Some(bytes) = float_bytes(t) else { continue };
-            let blocks = (n * k * 4).div_ceil(BLOCK_BYTES).max(2);
-            let width = n.div_ceil(blocks);
-            let mut made = Vec::new();
-            let mut tensors = Vec::new();
-            for c0 in (0..n).step_by(width) {
-                let c1 = (c0 + width).min(n);
-                let (w, k64) = ((c1 - c0) as i64, k as i64);
-                let (block_dims, raw) = match (*n_first, k_first) {
-                    (true, false) => (vec![w, k64], bytes[c0 * k * 4..c1 * k * 4].to_vec()),
-                    (true, true) => (vec![k64, w], transposed_rows(&bytes, k, c0, c1)),
-                    (false, _) => {
-                        let rows = (0..k).flat_map(|r| &bytes[(r * n + c0) * 4..(r * n + c1) * 4]);
-                        (vec![k64, w], rows.copied().collect())
-                    }
-                };
-                let name = fresh(weight);
-                tensors.push(TensorProto {
-                    name: name.clone(),
-                    dims: block_dims,
-                    data_type: DataType::Float as i32,
-                    raw_data: raw,
-                    ..Default::default()
-                });
-                made.push((name, c0, c1));
-            }
-            graph.initializer.extend(tensors);
-            cut.insert(key.clone(), made);
-        }
-        let original = &graph.node[*node];
-        // tract needs node names unique; an unnamed node is named after its output.
-        let base = if original.name.is_empty() { &original.output[0] } else { &original.name };
-        let mut nodes = Vec::new();
-        let mut outputs = Vec::new();
-        for (b, (block, c0, c1)) in cut[&key].iter().enumerate() {
-            let mut inputs = vec![original.input[0].clone(), block.clone()];
-            if let Some(bias) = bias {
-                let b_name = fresh(&original.input[2]);
-                graph.initializer.push(
-                    Floats { dims: vec![(c1 - c0) as i64], data: bias.data[*c0..*c1].to_vec() }
-                        .into_tensor(&b_name),
-                );
-                inputs.push(b_name);
-            }
-            let out = fresh(&original.output[0]);
-            let mut piece = original.clone();
-            piece.name = format!("{base}.block{b}");
-            piece.input = inputs;
-            piece.output = vec![out.clone()];
-            if !gemm {
-                piece.op_type = "MatMul".into();
-            }
-            nodes.push(piece);
-            outputs.push(out);
-        }
-        nodes.push(NodeProto {
-            op_type: "Concat".into(),
-            name: format!("{base}.blocks"),
-            input: outputs,
-            output: original.output.clone(),
-            attribute: vec![tract_onnx::pb::AttributeProto {
-                name: "axis".into(),
-                r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
-                i: -1,
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
-        replaced.insert(*node, nodes);
-    }
-    let count = replaced.len();
-    splice(graph, replaced);
-    // A Transpose that only fed a cut MatMul is dead now: tract would still fold it at load.
-    let used = read_names(graph);
-    graph.node.retain(|n| n.op_type != "Transpose" || n.output.iter().any(|o| used.contains(o)));
-    count
-}
-
-/// The products whose constant weight is over tract's budget and read by another node too.
-fn find_splits(graph: &GraphProto) -> Vec<Split> {
-    let (consts, uses) = (constants(graph), uses(graph));
-    // Outputs of a plain 2-D transpose of a constant: the constant's name.
-    let transposed: HashMap<&str, &str> = graph
-        .node
-        .iter()
-        .filter(|n| {
-            n.op_type == "Transpose" && n.domain.is_empty() && n.input.len() == 1 && n.output.len() == 1
-        })
-        .filter(|n| n.attribute.iter().find(|a| a.name == "perm").is_none_or(|a| a.ints == [1, 0]))
-        .filter(|n| consts.contains_key(n.input[0].as_str()))
-        .map(|n| (n.output[0].as_str(), n.input[0].as_str()))
-        .collect();
-    // A 2-D float constant over the budget that more than one node reads: its name and dims.
-    let large_shared = |name: &str| -> Option<(String, [usize; 2])> {
-        let t = consts.get(name)?;
-        let bytes = float_bytes(t)?;
-        let dims = [usize::try_from(*t.dims.first()?).ok()?, usize::try_from(*t.dims.get(1)?).ok()?];
-        (t.dims.len() == 2 && bytes.len() > FOLD_BUDGET && uses.get(name).copied().unwrap_or(0) > 1)
-            .then(|| (name.to_string(), dims))
-    };
-    graph
-        .node
-        .iter()
-        .enumerate()
-        .filter_map(|(i, node)| {
-            if !node.domain.is_empty() || node.output.len() != 1 || node.input.len() < 2 {
-                return None;
-            }
-            match node.op_type.as_str() {
-                "Gemm" if int_attr(node, "transA").unwrap_or(0) == 0 && node.input.len() <= 3 => {
-                    let (weight, dims) = large_shared(&node.input[1])?;
-                    let n_first = int_attr(node, "transB").unwrap_or(0) == 1;
-                    let n = if n_first { dims[0] } else { dims[1] };
-                    // A bias of one value per output column is cut with the weight; none is fine.
-                    let bias = match node.input.get(2) {
-                        Some(b) => Some(floats(consts.get(b.as_str())?)?).filter(|f| f.dims == [n as i64]),
-                        None => None,
-                    };
-                    if node.input.len() == 3 && bias.is_none() {
-                        return None;
-                    }
-                    Some(Split { node: i, weight, dims, n_first, bias })
-                }
-                "MatMul" if node.input.len() == 2 => {
-                    let (name, n_first) = match transposed.get(node.input[1].as_str()) {
-                        Some(w) => (*w, true),
-                        None => (node.input[1].as_str(), false),
-                    };
-                    let (weight, dims) = large_shared(name)?;
-                    Some(Split { node: i, weight, dims, n_first, bias: None })
-                }
-                _ => None,
-            }
-        })
-        .collect()
 }
 
 /// Folds each foldable `BatchNormalization` into the node that produces its input.
@@ -497,27 +306,6 @@ impl Floats {
             ..Default::default()
         }
     }
-}
-
-/// Rows `c0..c1` of a row-major `[n, k]` matrix of 4-byte values (`bytes`), transposed: `[k,
-/// c1 - c0]`, in tiles that stay in cache.
-fn transposed_rows(bytes: &[u8], k: usize, c0: usize, c1: usize) -> Vec<u8> {
-    const TILE: usize = 32;
-    let w = c1 - c0;
-    let (from, _) = bytes.as_chunks::<4>();
-    let mut out = vec![[0u8; 4]; w * k];
-    for cs in (c0..c1).step_by(TILE) {
-        for rs in (0..k).step_by(TILE) {
-            let rows = rs..(rs + TILE).min(k);
-            for c in cs..(cs + TILE).min(c1) {
-                let src = &from[c * k..][rows.clone()];
-                for (r, v) in rows.clone().zip(src) {
-                    out[r * w + c - c0] = *v;
-                }
-            }
-        }
-    }
-    out.into_flattened()
 }
 
 /// `data` as ONNX stores floats: little-endian bytes.
@@ -921,88 +709,5 @@ mod tests {
         let plan = graph.into_optimized().unwrap().into_runnable().unwrap();
         let out = plan.run(inputs.iter().map(|x| x.clone().into()).collect()).unwrap();
         out.iter().map(|t| t.to_plain_array_view::<f32>().unwrap().iter().copied().collect()).collect()
-    }
-
-    /// A `[k, n]` weight over the budget read by a MatMul and an untransposed Gemm: both read
-    /// the same column blocks, and give the uncut graph's answers.
-    #[test]
-    fn products_reading_a_weight_in_one_layout_share_its_blocks() {
-        let (k, n) = (48, 25_000);
-        let w = crate::noise::normal(3, k * n);
-        let graph = GraphProto {
-            node: vec![node("MatMul", &["x", "w"], &["y"]), node("Gemm", &["x", "w"], &["z"])],
-            initializer: vec![tensor("w", &[k as i64, n as i64], &w)],
-            input: vec![float_value("x")],
-            output: vec![value("y"), value("z")],
-            ..Default::default()
-        };
-        let model = model_of(graph);
-        let mut cut = model.clone();
-        assert_eq!(optimise(&mut cut), 2);
-        let g = cut.graph.as_ref().unwrap();
-        let blocks: Vec<&TensorProto> =
-            g.initializer.iter().filter(|t| t.name.starts_with("w.block")).collect();
-        assert_eq!(blocks.iter().map(|t| t.raw_data.len()).sum::<usize>(), k * n * 4, "cut once");
-        assert!(blocks.iter().all(|t| t.dims[0] == k as i64 && t.raw_data.len() <= FOLD_BUDGET));
-        let x = noise(&[3, k]);
-        let x = [x];
-        let (want, got) = (run_all(&model, &x), run_all(&cut, &x));
-        for (w, g) in want.iter().zip(&got) {
-            let diff = max_abs_diff(w, g);
-            assert!(diff <= 1e-4, "the cut graph differs by {diff}");
-        }
-    }
-
-    #[test]
-    fn transposes_rows_of_any_size() {
-        let (n, k) = (70, 45);
-        let m: Vec<f32> = (0..n * k).map(|i| i as f32).collect();
-        let t = transposed_rows(&le_bytes(&m), k, 3, 67);
-        let t: Vec<f32> = t.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
-        for r in 0..k {
-            for c in 3..67 {
-                assert_eq!(t[r * 64 + c - 3], m[c * k + r]);
-            }
-        }
-    }
-
-    #[test]
-    fn cuts_the_tied_head_of_a_word_model_into_blocks_under_the_budget() {
-        let model = shipped("shakespeare-lstm.onnx");
-        let mut cut = model.clone();
-        // The head's Gemm (last position) and MatMul (every position) read the 6.4 MB
-        // embedding matrix the lookup reads too.
-        assert_eq!(optimise(&mut cut), 2);
-        let g = cut.graph.as_ref().unwrap();
-        let blocks: Vec<&TensorProto> = g.initializer.iter().filter(|t| t.name.contains(".block")).collect();
-        assert!(
-            blocks.len() >= 4 && blocks.iter().all(|t| t.raw_data.len() <= FOLD_BUDGET),
-            "{}",
-            blocks.len()
-        );
-        assert_eq!(count(&cut, "Transpose"), count(&model, "Transpose") - 1, "the head's transpose is dead");
-        let (layers, hidden) = (2, 200);
-        let tokens =
-            Tensor::from_shape(&[3, 5], &[5i64, 17, 400, 7999, 2, 0, 1, 99, 3000, 12, 8, 8, 8, 8, 8])
-                .unwrap();
-        let state = |seed| {
-            let v: Vec<f32> =
-                crate::noise::normal(seed, layers * 3 * hidden).iter().map(|x| x * 0.5).collect();
-            Tensor::from_shape(&[layers, 3, hidden], &v).unwrap()
-        };
-        let inputs = [tokens, state(1), state(2)];
-        let (want, got) = (run_all(&model, &inputs), run_all(&cut, &inputs));
-        assert_eq!(want.len(), got.len());
-        for (w, g) in want.iter().zip(&got) {
-            let scale = w.iter().fold(1f32, |m, v| m.max(v.abs()));
-            let diff = max_abs_diff(w, g);
-            assert!(diff <= 1e-5 * scale, "the cut graph differs by {diff}");
-        }
-        // A weight read once is left whole: tract prepares it at load anyway.
-        let mut single = model.clone();
-        let gr = single.graph.as_mut().unwrap();
-        let reads_weight = |n: &NodeProto| n.input.iter().any(|i| i == "embedding.weight");
-        gr.node.retain(|n| n.op_type == "Gemm" || !reads_weight(n));
-        assert_eq!(split_shared_weights(gr), 0);
     }
 }

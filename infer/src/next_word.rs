@@ -674,6 +674,41 @@ fn row(ids: &[i64]) -> Array2<i64> {
 mod tests {
     use super::*;
 
+    /// The Shakespeare LSTM's embedding matrix (8000 × 200, 6.4 MB) is read by the lookup and
+    /// by both heads: each head's product gets it packed at load, in the step's plan and in
+    /// scoring's, rather than packed again at every call (over tract's folding budget, a weight
+    /// read by several nodes was left for the call: 92% of a next-word call). And scoring's
+    /// head computes its logits in the order the output has them, `[batch, seq, vocab]`: the
+    /// LSTM's sequence-first output is reordered before the product, not the 8,000-wide
+    /// product after it.
+    #[test]
+    fn the_word_models_heads_are_packed_at_load_and_write_their_output_in_place() {
+        let path = format!("{}/../models/shakespeare-lstm.onnx", env!("CARGO_MANIFEST_DIR"));
+        let model = NextWordModel::load(&path, &LoadOptions::default()).unwrap();
+        assert!(!model.plan.per_shape(), "large weights: one plan for any batch");
+        let every = model.every.as_ref().expect("the file writes every position's logits");
+        for (which, runner) in [("step", &model.plan), ("scoring", every.get().unwrap())] {
+            let plan = runner.any_plan().unwrap();
+            let graph = plan.model();
+            let packs_at_run: Vec<&str> = graph
+                .nodes()
+                .iter()
+                .filter(|n| n.op().name() == "OptMatMulPack")
+                .filter(|n| n.inputs.iter().all(|i| graph.node(i.node).op().name() == "Const"))
+                .map(|n| n.name.as_str())
+                .collect();
+            assert_eq!(packs_at_run, Vec::<&str>::new(), "{which}'s plan packs a constant at each call");
+            let vocab = TDim::Val(model.meta().vocab.len() as i64);
+            let moved: Vec<&str> = graph
+                .nodes()
+                .iter()
+                .filter(|n| n.op().name() == "MoveAxis" && n.outputs[0].fact.shape.last() == Some(&vocab))
+                .map(|n| n.name.as_str())
+                .collect();
+            assert_eq!(moved, Vec::<&str>::new(), "{which}'s plan moves logits");
+        }
+    }
+
     /// Batches of 1 to 9 windows: the first shapes get plans of their own (the models' weights
     /// are small), the later ones run on the plan for any shape. Every row's scores, and its
     /// state, must match the same windows run in one batch of 9.

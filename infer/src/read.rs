@@ -400,6 +400,12 @@ impl Runner {
         }
     }
 
+    /// The plan for any batch, made now if it was not yet.
+    #[cfg(test)]
+    pub fn any_plan(&self) -> Result<Arc<TypedRunnableModel>> {
+        self.any()
+    }
+
     /// Runs the graph on `inputs`, with the plan for their shapes.
     pub fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
         self.size.check(self.size.scale(|i| inputs.get(i).map(|v| v.shape())))?;

@@ -4,6 +4,7 @@ use crate::internal::*;
 use crate::ops::array::Slice;
 use crate::ops::dummy::Dummy;
 use crate::ops::konst::Const;
+use crate::ops::matmul::pack::OptMatMulPack;
 use crate::ops::source::TypedSource;
 use crate::optim::{CONST_FOLD_MEM_BUDGET, OptimizerSession};
 
@@ -14,6 +15,9 @@ use crate::optim::{CONST_FOLD_MEM_BUDGET, OptimizerSession};
 /// [`CONST_FOLD_MEM_BUDGET`] is weighed only against an input that has several
 /// successors, so a large weight is not duplicated once per consumer; a
 /// sole-consumer input, or any input of a `Slice`, is exempt whatever its size.
+/// So is the input of an `OptMatMulPack` (kiln patch): a constant weight that other
+/// nodes read too (a tied embedding and output layer) is packed once at load rather
+/// than at every call, for one packed copy of the weight per product.
 /// Every fold, including each step of the walk, must additionally keep its output
 /// within the allowance.
 #[derive(Clone, Debug, Default)]
@@ -46,6 +50,7 @@ impl super::TypedPass for PropConst {
                     fact.konst.is_some()
                         && (model.node(outlet.node).outputs[outlet.slot].successors.len() == 1
                             || node.op_is::<Slice>()
+                            || node.op_is::<OptMatMulPack>()
                             || (fact.datum_type.is_number()
                                 && fact
                                     .mem_size()
