@@ -23,6 +23,8 @@ fn main() -> TractResult<()> {
     let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(1);
     let iters: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(100);
     let seq: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(1);
+    // As `kiln` does: freed buffers are reused, not mapped afresh (page faults) at every run.
+    kiln_infer::heap::reuse_freed_memory();
     let t0 = Instant::now();
     let onnx = tract_onnx::onnx();
     let mut proto = onnx.proto_model_for_path(path)?;
