@@ -52,7 +52,7 @@ fn compare(outcome: &LmOutcome, name: &str) {
                 assert!(d <= TOL, "{name}: {what} differ by {d} at batch {batch}, seq {seq}");
             }
             let all = got.logits_all.as_ref().expect("kiln's export writes logits_all");
-            let d = common::max_diff(all.as_slice().unwrap(), &common::to_vec(&every));
+            let d = common::max_diff(all.view().as_slice().unwrap(), &common::to_vec(&every));
             assert!(d <= TOL, "{name}: logits_all differ by {d} at batch {batch}, seq {seq}");
 
             // Word by word with the state carried gives the full sequence's answer.

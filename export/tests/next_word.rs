@@ -161,6 +161,7 @@ fn check(embed: Option<usize>, layers: usize, tied: bool) {
         }
         // logits_all at position t: the reference's logits after the first t + 1 tokens.
         let all = got.logits_all.expect("kiln's export writes logits_all");
+        let all = all.view();
         assert_eq!(all.dim(), (batch, seq, vocab));
         for t in 0..seq {
             let prefix: Vec<i64> =

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use crate::ndarray::{Array2, Array3, ArrayView2};
+use crate::ndarray::{Array2, Array3, ArrayView2, ArrayView3, Ix3};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -52,9 +52,50 @@ pub struct StepOutput {
     /// `[batch, vocab]`: scores for the word after the last position.
     pub logits: Array2<f32>,
     /// `[batch, seq, vocab]`: scores after every position, when the file has `logits_all`.
-    pub logits_all: Option<Array3<f32>>,
+    pub logits_all: Option<EveryPosition>,
     /// The state after the last position; `None` for one-hot models, which have no state.
     pub state: Option<State>,
+}
+
+/// Scores after every position, `[batch, seq, vocab]` ([`EveryPosition::view`]), in the
+/// buffer the model computed them in: they are a scoring call's largest value (72 MB for 64
+/// windows of 35 words over 8,000 words), and a copy into an array of their own cost about a
+/// tenth of such a call.
+#[derive(Debug, Clone)]
+pub struct EveryPosition(Arc<Tensor>);
+
+impl EveryPosition {
+    /// `t`'s scores, when it holds `[batch, seq, vocab]` floats.
+    fn new(t: Arc<Tensor>, dims: (usize, usize, usize)) -> Option<Self> {
+        let fits = t.to_plain_array_view::<f32>().is_ok() && t.shape() == [dims.0, dims.1, dims.2];
+        fits.then_some(EveryPosition(t))
+    }
+
+    /// The scores, `[batch, seq, vocab]`.
+    pub fn view(&self) -> ArrayView3<'_, f32> {
+        self.0
+            .to_plain_array_view::<f32>()
+            .ok()
+            .and_then(|v| v.into_dimensionality::<Ix3>().ok())
+            .expect("checked when made: plain floats of rank 3")
+    }
+
+    /// `(batch, seq, vocab)`.
+    pub fn dim(&self) -> (usize, usize, usize) {
+        self.view().dim()
+    }
+}
+
+impl From<Array3<f32>> for EveryPosition {
+    fn from(a: Array3<f32>) -> Self {
+        EveryPosition(Arc::new(a.into_tensor()))
+    }
+}
+
+impl PartialEq for EveryPosition {
+    fn eq(&self, other: &Self) -> bool {
+        self.view() == other.view()
+    }
 }
 
 /// A word and the probability the model gives it.
@@ -330,7 +371,7 @@ impl NextWordModel {
                 let logits: Array2<f32> = read::array(&out[0])?;
                 read::finite(&logits, "logits")?;
                 let vocab = self.vocab.len();
-                let logits_all: Option<Array3<f32>> = out.get(3).map(|t| read::array(t)).transpose()?;
+                let logits_all = out.get(3).map(|t| (t.clone().into_arc_tensor(), t.shape().to_vec()));
                 let state = State { h: read::array(&out[1])?, c: read::array(&out[2])? };
                 // The graph's shapes were checked at load where tract could tell them; a graph
                 // whose shapes depend on the values is checked here, before anything indexes them.
@@ -344,12 +385,18 @@ impl NextWordModel {
                         format!("{:?}", (batch, vocab)),
                     ));
                 }
-                if let Some(all) = &logits_all {
-                    if all.dim() != (batch, seq, vocab) {
-                        let want = format!("{:?}", (batch, seq, vocab));
-                        return Err(expected("logits_all", format!("{:?}", all.dim()), want));
+                let logits_all = match logits_all {
+                    Some((t, shape)) => {
+                        Some(EveryPosition::new(t, (batch, seq, vocab)).ok_or_else(|| {
+                            let got = format!(
+                                "({})",
+                                shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+                            );
+                            expected("logits_all", got, format!("{:?}", (batch, seq, vocab)))
+                        })?)
                     }
-                }
+                    None => None,
+                };
                 if state.h.dim() != (layers, batch, hidden) || state.c.dim() != (layers, batch, hidden) {
                     let want = format!("{:?}", (layers, batch, hidden));
                     return Err(expected("a state", format!("{:?}", state.h.dim()), want));
@@ -365,7 +412,7 @@ impl NextWordModel {
                 let vocab = self.vocab.len();
                 let (logits, logits_all) = match crate::foreign::arrange(scores, layout, batch, seq) {
                     Some(ScoresOf::Every(all)) if all.dim().2 == vocab => {
-                        (all.slice(crate::ndarray::s![.., seq - 1, ..]).to_owned(), Some(all))
+                        (all.slice(crate::ndarray::s![.., seq - 1, ..]).to_owned(), Some(all.into()))
                     }
                     Some(ScoresOf::Last(last)) if last.dim().1 == vocab => (last, None),
                     _ => {
@@ -503,6 +550,7 @@ impl NextWordModel {
             let targets = &ids[at + 1..at + 1 + len];
             match &out.logits_all {
                 Some(all) => {
+                    let all = all.view();
                     for (j, &t) in targets.iter().enumerate() {
                         total += nll(all.slice(crate::ndarray::s![0, j, ..]).iter().copied(), t as usize);
                     }

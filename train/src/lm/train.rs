@@ -655,7 +655,7 @@ fn verify_export(o: &LmOutcome, path: &Path) -> anyhow::Result<f32> {
     let mut diff = run::check_export(path, &got_last, &want, 1e-3, "model")?;
     if let Some(got_all) = &got.logits_all {
         let want_all: Vec<f32> = Vec::try_from(&all.to_device(Device::Cpu).reshape([-1]))?;
-        let got_all: Vec<f32> = got_all.iter().copied().collect();
+        let got_all: Vec<f32> = got_all.view().iter().copied().collect();
         diff = diff.max(run::check_export(path, &got_all, &want_all, 1e-3, "model")?);
     }
     Ok(diff)
