@@ -50,19 +50,14 @@ fn splice(graph: &mut GraphProto, mut replaced: HashMap<usize, Vec<NodeProto>>) 
     }
 }
 
-/// The names something reads: the nodes' inputs and the graph's outputs.
-fn read_names(graph: &GraphProto) -> HashSet<String> {
-    graph
+/// Drops the initializers nothing reads any more: no node's input, no graph output.
+fn drop_unread_initializers(graph: &mut GraphProto) {
+    let read: HashSet<String> = graph
         .node
         .iter()
         .flat_map(|n| n.input.iter().cloned())
         .chain(graph.output.iter().map(|o| o.name.clone()))
-        .collect()
-}
-
-/// Drops the initializers nothing reads any more.
-fn drop_unread_initializers(graph: &mut GraphProto) {
-    let read = read_names(graph);
+        .collect();
     graph.initializer.retain(|t| read.contains(&t.name));
 }
 

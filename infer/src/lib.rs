@@ -53,7 +53,8 @@ pub use tract_onnx::prelude::tract_ndarray as ndarray;
 /// Applies kiln's load-time rewrites ([`load`] applies them to every file) to a parsed ONNX
 /// model: batch normalisation folded into the layer before it, a transposed convolution of a
 /// one-pixel input turned into a matrix product. Each gives the same answers for less work;
-/// returns how many nodes were rewritten. For tools that drive tract themselves, such as the `profile` example.
+/// returns how many nodes were rewritten. For tools that drive tract themselves, such as the
+/// `profile` example.
 pub fn rewrite_for_tract(model: &mut pb::ModelProto) -> usize {
     fuse::optimise(model)
 }

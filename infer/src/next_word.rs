@@ -66,9 +66,9 @@ pub struct EveryPosition(Arc<Tensor>);
 
 impl EveryPosition {
     /// `t`'s scores, when it holds `[batch, seq, vocab]` floats.
-    fn new(t: Arc<Tensor>, dims: (usize, usize, usize)) -> Option<Self> {
+    fn new(t: &TValue, dims: (usize, usize, usize)) -> Option<Self> {
         let fits = t.to_plain_array_view::<f32>().is_ok() && t.shape() == [dims.0, dims.1, dims.2];
-        fits.then_some(EveryPosition(t))
+        fits.then(|| EveryPosition(t.clone().into_arc_tensor()))
     }
 
     /// The scores, `[batch, seq, vocab]`.
@@ -371,7 +371,6 @@ impl NextWordModel {
                 let logits: Array2<f32> = read::array(&out[0])?;
                 read::finite(&logits, "logits")?;
                 let vocab = self.vocab.len();
-                let logits_all = out.get(3).map(|t| (t.clone().into_arc_tensor(), t.shape().to_vec()));
                 let state = State { h: read::array(&out[1])?, c: read::array(&out[2])? };
                 // The graph's shapes were checked at load where tract could tell them; a graph
                 // whose shapes depend on the values is checked here, before anything indexes them.
@@ -385,16 +384,14 @@ impl NextWordModel {
                         format!("{:?}", (batch, vocab)),
                     ));
                 }
-                let logits_all = match logits_all {
-                    Some((t, shape)) => {
-                        Some(EveryPosition::new(t, (batch, seq, vocab)).ok_or_else(|| {
-                            let got = format!(
-                                "({})",
-                                shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
-                            );
-                            expected("logits_all", got, format!("{:?}", (batch, seq, vocab)))
-                        })?)
-                    }
+                let logits_all = match out.get(3) {
+                    Some(t) => Some(EveryPosition::new(t, (batch, seq, vocab)).ok_or_else(|| {
+                        let got = match t.shape() {
+                            [a, b, c] => format!("{:?}", (a, b, c)),
+                            other => format!("{other:?}"),
+                        };
+                        expected("logits_all", got, format!("{:?}", (batch, seq, vocab)))
+                    })?),
                     None => None,
                 };
                 if state.h.dim() != (layers, batch, hidden) || state.c.dim() != (layers, batch, hidden) {

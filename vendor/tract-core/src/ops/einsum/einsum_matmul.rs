@@ -150,12 +150,11 @@ fn merge_same_role_axes_rule(
         // has it, and that input is the smaller tensor, permute the input's group axes into the
         // output's order instead of computing the output in the input's order and moving the
         // (larger) output afterwards.
-        let mut a_order = a_order.clone();
-        let mut b_order = b_order.clone();
+        let (mut a_order, mut b_order) = (a_order, b_order);
         let mut input_shapes: TVec<TVec<TDim>> =
             input_shapes.iter().map(|s| s.iter().cloned().collect()).collect();
         if let Some((slot, in_c_order)) =
-            input_to_reorder(&group, [&a_order, &b_order], &c_order, &input_shapes, &output_shape)
+            input_to_reorder(&group, [&a_order[..], &b_order[..]], &c_order, &input_shapes, &output_shape)
         {
             let order = if slot == 0 { &mut a_order } else { &mut b_order };
             let start = group.iter().filter_map(|c| order.iter().position(|x| x == c)).min().unwrap();
@@ -407,7 +406,7 @@ fn merge_same_role_axes_rule(
 /// output's other axes.
 fn input_to_reorder(
     group: &[char],
-    orders: [&Vec<char>; 2],
+    orders: [&[char]; 2],
     c_order: &[char],
     input_shapes: &[TVec<TDim>],
     output_shape: &[TDim],
