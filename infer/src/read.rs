@@ -418,6 +418,12 @@ impl Runner {
         })
     }
 
+    /// The plans made for concrete shapes so far.
+    #[cfg(test)]
+    pub fn shape_plans(&self) -> Vec<Arc<TypedRunnableModel>> {
+        self.concrete.lock().unwrap().iter().map(|(_, plan)| plan.clone()).collect()
+    }
+
     /// The plan for any batch, made now if it was not yet.
     fn any(&self) -> Result<Arc<TypedRunnableModel>> {
         match &self.any {

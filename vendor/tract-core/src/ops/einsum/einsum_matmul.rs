@@ -511,6 +511,10 @@ pub fn flatten_all(model: &mut TypedModel) -> TractResult<()> {
     Rewriter::default().with_rule_for("flatten-matmul-einsum", flatten_rule).rewrite(&(), model)
 }
 
+/// kiln patch: the shortest innermost output axis [`EinSumMatMul::innermost_output_axis_role`]
+/// makes `m`: a shorter one would leave much of the kernels' 16-wide (or wider) tiles padding.
+const STORE_ALONG_M_MIN: i64 = 64;
+
 #[derive(Clone, Hash, PartialEq, Eq)]
 pub struct EinSumMatMul {
     pub op: EinSum,
@@ -549,6 +553,32 @@ impl EinSumMatMul {
     }
     pub fn c_n(&self) -> Option<usize> {
         self.n_axis().outputs[0].first().cloned()
+    }
+
+    /// kiln patch: whether the product should be transposed so that the output's innermost
+    /// axis is `m`, the axis the kernels hold in vector registers, when that axis is `m` or `n`
+    /// and at least [`STORE_ALONG_M_MIN`] long (`None` otherwise: the caller's size rule
+    /// decides). Tiles along `m` then store whole vectors; along `n` each of a tile's values is
+    /// stored on its own (with tract-linalg's x86-64 kernels as kiln patches them; ARM's
+    /// already store such tiles whole). A generator of three 128-wide layers at 256 samples
+    /// (kiln's ring8): 0.196 → 0.159 ms a call.
+    fn innermost_output_axis_role(
+        &self,
+        model: &TypedModel,
+        node: &TypedNode,
+    ) -> TractResult<Option<bool>> {
+        let shape = &model.outlet_fact(OutletId::new(node.id, 0))?.shape;
+        let Some(innermost) = (0..shape.rank()).rev().find(|&ax| !shape[ax].is_one()) else {
+            return Ok(None);
+        };
+        let long = |d: &TDim| d.as_i64().is_some_and(|d| d >= STORE_ALONG_M_MIN);
+        Ok(if self.c_m() == Some(innermost) && long(&self.m) {
+            Some(false)
+        } else if self.c_n() == Some(innermost) && long(&self.n) {
+            Some(true)
+        } else {
+            None
+        })
     }
 
     fn new(
@@ -627,6 +657,8 @@ impl TypedOp for EinSumMatMul {
         } else if let Some(of) = b.exotic_fact() {
             ensure!(of.is::<BlockQuantFact>());
             true
+        } else if let Some(n_is_innermost) = self.innermost_output_axis_role(model, node)? {
+            n_is_innermost
         } else if self.m == self.n {
             false
         } else {
