@@ -128,6 +128,8 @@ MMMExternKernel!(x86_64; avx512_mmm_f32_16x1 <f32>( 16, 1)@(512,4) isa(X86_64Avx
 MMMExternKernel!(x86_64; avx512_mmm_f32_16x12<f32>( 16,12)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_16x8 <f32>( 16, 8)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_32x6 <f32>( 32, 6)@(512,4) isa(X86_64Avx512f));
+// kiln patch: 24 accumulators; picked by `avx512_mmm_f32` for large products (`WIDE`).
+MMMExternKernel!(x86_64; avx512_mmm_f32_32x12<f32>( 32,12)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_32x5 <f32>( 32, 5)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_48x4 <f32>( 48, 4)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_64x3 <f32>( 64, 3)@(512,4) isa(X86_64Avx512f));
@@ -607,12 +609,31 @@ fn fewest_tiles(choices: &[KernelChoice], m: usize, n: usize) -> Option<&'static
         .map(|c| (c.name)())
 }
 
+/// kiln patch: the smallest product (`m`, `k`, `n`) given `avx512_mmm_f32_32x12`, whose loop is
+/// bound by its multiply-adds where 16x12's is bound by its loads (13 to 12). The fitted models
+/// do not know it.
+const WIDE: (usize, usize, usize) = (64, 32, 24);
+
+/// kiln patch: whether `avx512_mmm_f32_32x12` takes a product: at least [`WIDE`], and its
+/// tiles add at most 5% to `m` × `n`. At 32 or 64 columns they would add 12.5% where 16x8's
+/// add none, and the cost model's pick stays (the Fashion generator's first transposed
+/// convolution, `n` 32: 5% slower a call with 32x12).
+fn wide_fits(m: usize, k: usize, n: usize) -> bool {
+    let padded = m.div_ceil(32) * 32 * n.div_ceil(12) * 12;
+    m >= WIDE.0 && k >= WIDE.1 && n >= WIDE.2 && padded * 20 <= m * n * 21
+}
+
 fn avx512_mmm_f32(suitable: &[Suitable], query: &Query) -> Option<&'static str> {
     if let (Some(m), Some(k), Some(n)) = (query.m, query.k, query.n)
         && k <= SHALLOW_K
         && n > 1
     {
         return fewest_tiles(X86_F32_CHOICES, m, n);
+    }
+    if let (Some(m), Some(k), Some(n)) = (query.m, query.k, query.n)
+        && wide_fits(m, k, n)
+    {
+        return Some(avx512_mmm_f32_32x12.name.as_str());
     }
     match super::vendor() {
         super::Vendor::Intel => super::intel_avx512_linear::linear_model()
@@ -657,6 +678,16 @@ mod tests {
     use super::*;
     use crate::frame::mmm::{AsInputValue, FusedSpec};
     use tract_data::internal::*;
+
+    #[test]
+    fn the_wide_kernel_takes_large_products_its_tiles_fit() {
+        assert!(wide_fits(256, 256, 256));
+        assert!(wide_fits(128, 128, 256));
+        assert!(!wide_fits(1024, 128, 32), "36 columns for 32");
+        assert!(!wide_fits(8000, 200, 64), "72 columns for 64");
+        assert!(!wide_fits(256, 2, 256), "shallow");
+        assert!(!wide_fits(20, 64, 256), "narrow");
+    }
 
     #[test]
     fn avx512_128x1_add_unicast_with_strided_c() -> TractResult<()> {
