@@ -128,7 +128,7 @@ MMMExternKernel!(x86_64; avx512_mmm_f32_16x1 <f32>( 16, 1)@(512,4) isa(X86_64Avx
 MMMExternKernel!(x86_64; avx512_mmm_f32_16x12<f32>( 16,12)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_16x8 <f32>( 16, 8)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_32x6 <f32>( 32, 6)@(512,4) isa(X86_64Avx512f));
-// kiln patch: 24 accumulators; picked by `avx512_mmm_f32` for large products (`WIDE`).
+// kiln patch: 24 accumulators; picked by `avx512_mmm_f32` for the products `wide_fits` takes.
 MMMExternKernel!(x86_64; avx512_mmm_f32_32x12<f32>( 32,12)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_32x5 <f32>( 32, 5)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_48x4 <f32>( 48, 4)@(512,4) isa(X86_64Avx512f));
@@ -624,16 +624,13 @@ fn wide_fits(m: usize, k: usize, n: usize) -> bool {
 }
 
 fn avx512_mmm_f32(suitable: &[Suitable], query: &Query) -> Option<&'static str> {
-    if let (Some(m), Some(k), Some(n)) = (query.m, query.k, query.n)
-        && k <= SHALLOW_K
-        && n > 1
-    {
-        return fewest_tiles(X86_F32_CHOICES, m, n);
-    }
-    if let (Some(m), Some(k), Some(n)) = (query.m, query.k, query.n)
-        && wide_fits(m, k, n)
-    {
-        return Some(avx512_mmm_f32_32x12.name.as_str());
+    if let (Some(m), Some(k), Some(n)) = (query.m, query.k, query.n) {
+        if k <= SHALLOW_K && n > 1 {
+            return fewest_tiles(X86_F32_CHOICES, m, n);
+        }
+        if wide_fits(m, k, n) {
+            return Some(avx512_mmm_f32_32x12.name.as_str());
+        }
     }
     match super::vendor() {
         super::Vendor::Intel => super::intel_avx512_linear::linear_model()
