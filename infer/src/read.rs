@@ -309,9 +309,9 @@ pub(crate) fn input<T: Datum + Clone, D: tract_ndarray::Dimension>(
 ///
 /// - Where asked for, a plan per concrete input shape: tract optimises a graph whose batch is a
 ///   known number better than one whose batch is a symbol (the fashion generator runs 2.3×
-///   faster at batch 1 and 1.2× at batch 64; the seed LSTM 1.9× at 64 windows). Next-word
-///   models with large weights do not ask: the tied Shakespeare LSTM's concrete plan is 10%
-///   slower at 64 windows (`next_word::PER_SHAPE_MAX_WEIGHTS`). The graph is decluttered once,
+///   faster at batch 1 and 1.2× at batch 64; the seed LSTM 1.9× at 64 windows, the Shakespeare
+///   LSTM 1.2×). Next-word models with very large weights do not ask, since each plan holds its
+///   own packed weights (`next_word::PER_SHAPE_MAX_WEIGHTS`). The graph is decluttered once,
 ///   at load; the first call at a new shape sets its symbols to the call's sizes and optimises
 ///   that, which skips typing and decluttering anew for each shape (the seed LSTM's first call
 ///   2.6 → 0.8 ms, its load 0.8 → 2.2 ms; the plans run as fast). Later calls at that shape
