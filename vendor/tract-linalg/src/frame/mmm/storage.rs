@@ -264,11 +264,30 @@ impl OutputStore {
                 self.panel_row_byte_stride as usize * down
                     + self.panel_col_byte_stride as usize * right,
             );
-            for y in 0..height as isize {
+            let size = std::mem::size_of::<T>() as isize;
+            // kiln patch: a partial tile goes out along the output's contiguous axis, a column
+            // (or row) at a time as one copy where both sides are contiguous along it; the walk
+            // across rows put every value of a row in another cache line than the one before.
+            if self.row_byte_stride == size && src_rs == size {
                 for x in 0..width as isize {
-                    let value = src.offset(y * src_rs + x * src_cs) as *const T;
-                    let dst = dst.offset(y * self.row_byte_stride + x * self.col_byte_stride);
-                    *(dst as *mut T) = *value;
+                    let (from, to) = (src.offset(x * src_cs), dst.offset(x * self.col_byte_stride));
+                    std::ptr::copy_nonoverlapping(from as *const T, to as *mut T, height);
+                }
+            } else if self.row_byte_stride.unsigned_abs() < self.col_byte_stride.unsigned_abs() {
+                for x in 0..width as isize {
+                    for y in 0..height as isize {
+                        let value = src.offset(y * src_rs + x * src_cs) as *const T;
+                        let dst = dst.offset(y * self.row_byte_stride + x * self.col_byte_stride);
+                        *(dst as *mut T) = *value;
+                    }
+                }
+            } else {
+                for y in 0..height as isize {
+                    for x in 0..width as isize {
+                        let value = src.offset(y * src_rs + x * src_cs) as *const T;
+                        let dst = dst.offset(y * self.row_byte_stride + x * self.col_byte_stride);
+                        *(dst as *mut T) = *value;
+                    }
                 }
             }
         }
@@ -282,4 +301,47 @@ pub struct OutputStoreKer {
     pub row_byte_stride: isize,
     pub col_byte_stride: isize,
     pub item_size: usize,
+}
+
+/// kiln patch: a partial tile lands where the output's strides say, whichever way
+/// `set_from_tile` walks it (a copy per column, columns outermost, rows outermost).
+#[cfg(test)]
+mod kiln_tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_tile_lands_at_its_strides_in_every_layout() {
+        let (mr, nr, m, n) = (8usize, 4usize, 19usize, 10usize);
+        // The tile as the border path holds it: rows contiguous, a column every mr values.
+        let tile: Vec<f32> = (0..mr * nr).map(|i| i as f32 + 0.5).collect();
+        let (down, right, height, width) = (2usize, 2usize, 3usize, 2usize);
+        // (row stride, column stride) in items: m contiguous, n contiguous, neither.
+        for (rs, cs) in [(1, m), (n, 1), (2 * n, 2)] {
+            let mut out = vec![-1f32; m * n * 4];
+            let store = OutputStore {
+                ptr: out.as_mut_ptr() as *mut u8,
+                row_byte_stride: (rs * 4) as isize,
+                col_byte_stride: (cs * 4) as isize,
+                panel_row_byte_stride: (rs * 4 * mr) as isize,
+                panel_col_byte_stride: (cs * 4 * nr) as isize,
+                item_size: 4,
+                item_count: out.len(),
+            };
+            let ker = OutputStoreKer {
+                ptr: tile.as_ptr() as *mut u8,
+                row_byte_stride: 4,
+                col_byte_stride: (4 * mr) as isize,
+                item_size: 4,
+            };
+            unsafe { store.set_from_tile(down, right, height, width, &ker) };
+            let mut expected = vec![-1f32; m * n * 4];
+            for y in 0..height {
+                for x in 0..width {
+                    let (row, col) = (down * mr + y, right * nr + x);
+                    expected[row * rs + col * cs] = tile[y + x * mr];
+                }
+            }
+            assert_eq!(out, expected, "row stride {rs}, column stride {cs}");
+        }
+    }
 }
