@@ -25,10 +25,16 @@ pub enum ReadError {
 pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
     use std::io::Read as _;
     let file = std::fs::File::open(path)?;
-    if file.metadata()?.len() > max {
+    let len = file.metadata()?.len();
+    if len > max {
         return Err(ReadError::TooLarge { max });
     }
+    // Room for the whole file up front: grown by doubling, a 9 MB model was copied and faulted
+    // in again at each step. A pipe or device (length 0) grows as it is read.
     let mut bytes = Vec::new();
+    bytes.try_reserve_exact(usize::try_from(len).unwrap_or(0)).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("no memory for its {len} bytes"))
+    })?;
     file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
         return Err(ReadError::TooLarge { max });
