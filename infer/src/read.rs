@@ -88,7 +88,6 @@ impl ModelFile {
     /// the guards.
     fn decode(bytes: &[u8], name: &str, options: &LoadOptions) -> Result<tract_onnx::pb::ModelProto> {
         crate::error::catching(name, "reading the model", || {
-            use tract_onnx::tract_hir::prelude::Framework as _;
             let bad = |e: anyhow::Error| Error::BadModel { path: name.to_string(), source: e.into() };
             let limits = options.limits;
             let path = || name.to_string();
@@ -99,7 +98,10 @@ impl ModelFile {
                     limit: limits.max_bytes as usize,
                 });
             }
-            let proto = tract_onnx::onnx().proto_model_for_read(&mut &bytes[..]).map_err(bad)?;
+            // Decoded from the bytes in place: tract's `proto_model_for_read` first copies its
+            // reader into a vector grown by doubling, fresh memory at every step.
+            let proto =
+                <tract_onnx::pb::ModelProto as prost::Message>::decode(bytes).map_err(|e| bad(e.into()))?;
             let nodes = proto.graph.as_ref().map_or(0, count_nodes);
             if nodes > limits.max_nodes {
                 return Err(Error::TooLarge { path: path(), what: "graph nodes", limit: limits.max_nodes });
