@@ -273,21 +273,16 @@ impl OutputStore {
                     let (from, to) = (src.offset(x * src_cs), dst.offset(x * self.col_byte_stride));
                     std::ptr::copy_nonoverlapping(from as *const T, to as *mut T, height);
                 }
-            } else if self.row_byte_stride.unsigned_abs() < self.col_byte_stride.unsigned_abs() {
-                for x in 0..width as isize {
-                    for y in 0..height as isize {
-                        let value = src.offset(y * src_rs + x * src_cs) as *const T;
-                        let dst = dst.offset(y * self.row_byte_stride + x * self.col_byte_stride);
-                        *(dst as *mut T) = *value;
-                    }
-                }
             } else {
-                for y in 0..height as isize {
-                    for x in 0..width as isize {
-                        let value = src.offset(y * src_rs + x * src_cs) as *const T;
-                        let dst = dst.offset(y * self.row_byte_stride + x * self.col_byte_stride);
-                        *(dst as *mut T) = *value;
-                    }
+                let put = |y: isize, x: isize| {
+                    let value = src.offset(y * src_rs + x * src_cs) as *const T;
+                    let dst = dst.offset(y * self.row_byte_stride + x * self.col_byte_stride);
+                    *(dst as *mut T) = *value;
+                };
+                if self.row_byte_stride.unsigned_abs() < self.col_byte_stride.unsigned_abs() {
+                    (0..width as isize).for_each(|x| (0..height as isize).for_each(|y| put(y, x)));
+                } else {
+                    (0..height as isize).for_each(|y| (0..width as isize).for_each(|x| put(y, x)));
                 }
             }
         }
