@@ -71,10 +71,12 @@ impl ModelFile {
                 Error::TooLarge { path: name.clone(), what: "bytes", limit: max as usize }
             }
         })?;
-        let proto = Self::decode(&bytes, &name, options)?;
-        // Freed before the rewrites and tract's copies of the weights, which then take its
-        // memory instead of pages the process never touched (each a page fault).
-        drop(bytes);
+        // Decoded from shared bytes, each weight is copied once, into the protobuf (from a slice,
+        // prost copies a field's bytes into a buffer of their own first, then into the field).
+        // The bytes are freed once decoded, before the rewrites and tract's copies of the
+        // weights, which then take their memory instead of pages the process never touched (each
+        // a page fault).
+        let proto = Self::decode(prost::bytes::Bytes::from(bytes), &name, options)?;
         Self::from_proto(proto, name, options)
     }
 
@@ -86,12 +88,16 @@ impl ModelFile {
 
     /// The file's protobuf, once it is within the limits and its structure and constants pass
     /// the guards.
-    fn decode(bytes: &[u8], name: &str, options: &LoadOptions) -> Result<tract_onnx::pb::ModelProto> {
+    fn decode(
+        bytes: impl prost::bytes::Buf,
+        name: &str,
+        options: &LoadOptions,
+    ) -> Result<tract_onnx::pb::ModelProto> {
         crate::error::catching(name, "reading the model", || {
             let bad = |e: anyhow::Error| Error::BadModel { path: name.to_string(), source: e.into() };
             let limits = options.limits;
             let path = || name.to_string();
-            if bytes.len() as u64 > limits.max_bytes {
+            if bytes.remaining() as u64 > limits.max_bytes {
                 return Err(Error::TooLarge {
                     path: path(),
                     what: "bytes",
