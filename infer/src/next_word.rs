@@ -266,14 +266,21 @@ impl NextWordModel {
         let max = limits.max_call_bytes;
         let (plan, every) = match interface {
             Interface::TokenIds { .. } if typed.outputs.len() > 3 => {
+                let with_outputs = |graph: TypedModel, outputs: Vec<OutletId>| {
+                    graph
+                        .with_output_outlets(&outputs)
+                        .and_then(|g| g.into_compact())
+                        .map_err(|e| Error::BadModel { path: name.clone(), source: e.into() })
+                };
+                // hn, cn, logits_all: what scoring needs. The last position's logits are read
+                // from logits_all, so the plan does not compute them twice (the file's own head
+                // for them reads the whole weight again: 12% of scoring one window of 35 words
+                // on the Shakespeare LSTM).
+                let scoring = with_outputs(typed.clone(), typed.outputs[1..4].to_vec())?;
+                let every = read::LazyRunner::new(&name, scoring, per_shape, max)?;
                 // logits, hn, cn: what a step needs.
                 let step = typed.outputs[..3].to_vec();
-                let every = read::LazyRunner::new(&name, typed.clone(), per_shape, max)?;
-                let step_graph = typed
-                    .with_output_outlets(&step)
-                    .and_then(|g| g.into_compact())
-                    .map_err(|e| Error::BadModel { path: name.clone(), source: e.into() })?;
-                (read::Runner::new(&name, step_graph, per_shape, max)?, Some(every))
+                (read::Runner::new(&name, with_outputs(typed, step)?, per_shape, max)?, Some(every))
             }
             _ => (read::Runner::new(&name, typed, per_shape, max)?, None),
         };
@@ -365,20 +372,38 @@ impl NextWordModel {
                 let state = given_or_zero(state, &mut zeros, (layers, batch, hidden))?;
                 let inputs =
                     tvec!(read::input(tokens), read::input(state.h.view()), read::input(state.c.view()));
-                let plan = match (&self.every, every) {
-                    (Some(all), true) => all.get()?,
-                    _ => &self.plan,
+                // The step's plan computes logits, hn and cn; scoring's hn, cn and logits_all.
+                let (plan, first_state) = match (&self.every, every) {
+                    (Some(all), true) => (all.get()?, 0),
+                    _ => (&self.plan, 1),
                 };
                 let out = plan.run(inputs)?;
-                let logits: Array2<f32> = read::array(&out[0])?;
-                read::finite(&logits, "logits")?;
                 let vocab = self.vocab.len();
-                let state = State { h: read::array(&out[1])?, c: read::array(&out[2])? };
+                let state =
+                    State { h: read::array(&out[first_state])?, c: read::array(&out[first_state + 1])? };
                 // The graph's shapes were checked at load where tract could tell them; a graph
                 // whose shapes depend on the values is checked here, before anything indexes them.
                 let expected = |what: &str, got: String, want: String| {
                     Error::Input(format!("the model computed {what} of shape {got}, not {want}"))
                 };
+                let logits_all = match first_state {
+                    0 => {
+                        let t = &out[2];
+                        Some(EveryPosition::new(t, (batch, seq, vocab)).ok_or_else(|| {
+                            let got = match t.shape() {
+                                [a, b, c] => format!("{:?}", (a, b, c)),
+                                other => format!("{other:?}"),
+                            };
+                            expected("logits_all", got, format!("{:?}", (batch, seq, vocab)))
+                        })?)
+                    }
+                    _ => None,
+                };
+                let logits: Array2<f32> = match &logits_all {
+                    Some(all) => all.view().slice(crate::ndarray::s![.., seq - 1, ..]).to_owned(),
+                    None => read::array(&out[0])?,
+                };
+                read::finite(&logits, "logits")?;
                 if logits.dim() != (batch, vocab) {
                     return Err(expected(
                         "logits",
@@ -386,16 +411,6 @@ impl NextWordModel {
                         format!("{:?}", (batch, vocab)),
                     ));
                 }
-                let logits_all = match out.get(3) {
-                    Some(t) => Some(EveryPosition::new(t, (batch, seq, vocab)).ok_or_else(|| {
-                        let got = match t.shape() {
-                            [a, b, c] => format!("{:?}", (a, b, c)),
-                            other => format!("{other:?}"),
-                        };
-                        expected("logits_all", got, format!("{:?}", (batch, seq, vocab)))
-                    })?),
-                    None => None,
-                };
                 if state.h.dim() != (layers, batch, hidden) || state.c.dim() != (layers, batch, hidden) {
                     let want = format!("{:?}", (layers, batch, hidden));
                     return Err(expected("a state", format!("{:?}", state.h.dim()), want));
@@ -846,6 +861,9 @@ mod tests {
                 let full = model.run(tokens.view(), state.as_ref()).unwrap();
                 let step = model.step(tokens.view(), state.as_ref()).unwrap();
                 assert!(every.made());
+                // Its last position's logits are read from logits_all, not computed again.
+                let scoring = every.get().unwrap();
+                assert_eq!(scoring.outputs(), 3, "{path}: scoring's plan computes hn, cn, logits_all");
                 let all = full.logits_all.as_ref().expect("run gives every position's logits");
                 assert_eq!(all.dim(), (batch, seq, words as usize));
                 assert!(step.logits_all.is_none(), "{path}: a step computes no logits_all");
