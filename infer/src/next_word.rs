@@ -372,32 +372,29 @@ impl NextWordModel {
                 let state = given_or_zero(state, &mut zeros, (layers, batch, hidden))?;
                 let inputs =
                     tvec!(read::input(tokens), read::input(state.h.view()), read::input(state.c.view()));
-                // The step's plan computes logits, hn and cn; scoring's hn, cn and logits_all.
-                let (plan, first_state) = match (&self.every, every) {
-                    (Some(all), true) => (all.get()?, 0),
-                    _ => (&self.plan, 1),
+                let scoring = match (&self.every, every) {
+                    (Some(all), true) => Some(all.get()?),
+                    _ => None,
                 };
-                let out = plan.run(inputs)?;
+                let out = scoring.unwrap_or(&self.plan).run(inputs)?;
+                // The step's plan computes logits, hn and cn; scoring's hn, cn and logits_all.
+                let (h, c) = if scoring.is_some() { (0, 1) } else { (1, 2) };
                 let vocab = self.vocab.len();
-                let state =
-                    State { h: read::array(&out[first_state])?, c: read::array(&out[first_state + 1])? };
+                let state = State { h: read::array(&out[h])?, c: read::array(&out[c])? };
                 // The graph's shapes were checked at load where tract could tell them; a graph
                 // whose shapes depend on the values is checked here, before anything indexes them.
                 let expected = |what: &str, got: String, want: String| {
                     Error::Input(format!("the model computed {what} of shape {got}, not {want}"))
                 };
-                let logits_all = match first_state {
-                    0 => {
-                        let t = &out[2];
-                        Some(EveryPosition::new(t, (batch, seq, vocab)).ok_or_else(|| {
-                            let got = match t.shape() {
-                                [a, b, c] => format!("{:?}", (a, b, c)),
-                                other => format!("{other:?}"),
-                            };
-                            expected("logits_all", got, format!("{:?}", (batch, seq, vocab)))
-                        })?)
-                    }
-                    _ => None,
+                let logits_all = match scoring {
+                    Some(_) => Some(EveryPosition::new(&out[2], (batch, seq, vocab)).ok_or_else(|| {
+                        let got = match out[2].shape() {
+                            [a, b, c] => format!("{:?}", (a, b, c)),
+                            other => format!("{other:?}"),
+                        };
+                        expected("logits_all", got, format!("{:?}", (batch, seq, vocab)))
+                    })?),
+                    None => None,
                 };
                 let logits: Array2<f32> = match &logits_all {
                     Some(all) => all.view().slice(crate::ndarray::s![.., seq - 1, ..]).to_owned(),
