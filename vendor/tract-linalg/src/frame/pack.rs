@@ -429,17 +429,9 @@ impl PackedFormat {
                 64 => pack_mn_major::<[u8; 64]>(bb, pbb, panel_len, k_stride_bytes, mn_range_bytes, k_range),
                 96 => pack_mn_major::<[u8; 96]>(bb, pbb, panel_len, k_stride_bytes, mn_range_bytes, k_range),
                 128 => pack_mn_major::<[u8; 128]>(bb, pbb, panel_len, k_stride_bytes, mn_range_bytes, k_range),
-                _ => {
-                    let mut packer = self.write_with_k_outer(pb, k_range.len(), mn_range.len());
-                    for k in k_range {
-                        for x in mn_range.start..mn_valid_end {
-                            packer.write(*b.offset(x as isize + k_stride * k as isize))
-                        }
-                        for _x in mn_valid_end..mn_range.end {
-                            packer.write(T::default())
-                        }
-                    }
-                }
+                // kiln patch: the other widths (the 40-, 64- and 80-wide f32 kernels' panels) copy
+                // a panel's row at a time too, not a value at a time.
+                _ => pack_mn_major_dyn(rbytes, bb, pbb, panel_len, k_stride_bytes, mn_range_bytes, k_range),
             }
         } else if k_stride == 1 {
             // just ignore invalid mn_range
@@ -784,6 +776,37 @@ where
                         self.remain_on_mn = self.panel_width;
                     }
                 }
+            }
+        }
+    }
+}
+
+/// kiln patch: [`pack_mn_major`] for a panel row of `mnr` bytes known only at run time.
+#[inline(never)]
+unsafe fn pack_mn_major_dyn(
+    mnr: usize,
+    b: *const u8,
+    packed: *mut u8,
+    panel_len: usize,
+    k_stride_bytes: isize,
+    mn_range_bytes: Range<usize>,
+    k_range: Range<usize>,
+) {
+    unsafe {
+        let full_panes = mn_range_bytes.len() / mnr;
+        let partial_pane = mn_range_bytes.len() % mnr;
+        for k in 0..k_range.len() {
+            let mut p_row = packed.add(k * mnr);
+            let mut b_row = b.offset(
+                (k_range.start + k) as isize * k_stride_bytes + mn_range_bytes.start as isize,
+            );
+            for _ in 0..full_panes {
+                p_row.copy_from_nonoverlapping(b_row, mnr);
+                p_row = p_row.add(panel_len);
+                b_row = b_row.add(mnr);
+            }
+            if partial_pane > 0 {
+                p_row.copy_from_nonoverlapping(b_row, partial_pane);
             }
         }
     }

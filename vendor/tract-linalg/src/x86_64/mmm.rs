@@ -600,14 +600,24 @@ const SHALLOW_K: usize = 4;
 /// The kernel of `choices` with the fewest tiles over `m` × `n`, the faster at full fill on a
 /// tie; matrix-vector kernels (`nr` 1) are left out, as the cost models leave them out for
 /// `n` ≥ 2.
-fn fewest_tiles(choices: &[KernelChoice], m: usize, n: usize) -> Option<&'static str> {
+fn fewest_tiles<'c>(
+    choices: impl IntoIterator<Item = &'c KernelChoice>,
+    m: usize,
+    n: usize,
+) -> Option<&'static str> {
     let tiles = |c: &KernelChoice| m.div_ceil(c.mr) * n.div_ceil(c.nr);
     choices
-        .iter()
+        .into_iter()
         .filter(|c| c.nr > 1)
         .min_by(|a, b| tiles(a).cmp(&tiles(b)).then(b.scale.total_cmp(&a.scale)))
         .map(|c| (c.name)())
 }
+
+/// kiln patch: `avx512_mmm_f32_32x12` among the shallow products' choices ([`fewest_tiles`]);
+/// below 16x12 on a tie. A generator's first layer computed feature-major (m 256, k 2, n 128):
+/// 64x3's 172 tiles 9 µs, 32x12's 88 tiles 6–7 µs (`examples/profile` in kiln).
+const WIDE_CHOICE: KernelChoice =
+    KernelChoice { mr: 32, nr: 12, scale: 0.999, name: || avx512_mmm_f32_32x12.name.as_str() };
 
 /// kiln patch: the smallest product (`m`, `k`, `n`) given `avx512_mmm_f32_32x12`, whose loop is
 /// bound by its multiply-adds where 16x12's is bound by its loads (13 to 12). The fitted models
@@ -626,7 +636,7 @@ fn wide_fits(m: usize, k: usize, n: usize) -> bool {
 fn avx512_mmm_f32(suitable: &[Suitable], query: &Query) -> Option<&'static str> {
     if let (Some(m), Some(k), Some(n)) = (query.m, query.k, query.n) {
         if k <= SHALLOW_K && n > 1 {
-            return fewest_tiles(X86_F32_CHOICES, m, n);
+            return fewest_tiles(X86_F32_CHOICES.iter().chain([&WIDE_CHOICE]), m, n);
         }
         if wide_fits(m, k, n) {
             return Some(avx512_mmm_f32_32x12.name.as_str());
@@ -675,6 +685,17 @@ mod tests {
     use super::*;
     use crate::frame::mmm::{AsInputValue, FusedSpec};
     use tract_data::internal::*;
+
+    #[test]
+    fn a_shallow_product_takes_the_kernel_of_fewest_tiles_the_wide_one_among_them() {
+        let pick = |m, n| fewest_tiles(X86_F32_CHOICES.iter().chain([&WIDE_CHOICE]), m, n).unwrap();
+        // 88 tiles, where 64x3 has 172 and 16x12 176.
+        assert_eq!(pick(256, 128), avx512_mmm_f32_32x12.name.as_str());
+        // One tile either way: the tie goes to 16x12.
+        assert_eq!(pick(16, 12), avx512_mmm_f32_16x12.name.as_str());
+        // 64x3: 2 tiles, 32x12 4.
+        assert_eq!(pick(128, 3), avx512_mmm_f32_64x3.name.as_str());
+    }
 
     #[test]
     fn the_wide_kernel_takes_large_products_its_tiles_fit() {
