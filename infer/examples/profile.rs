@@ -1,9 +1,10 @@
 //! Time per node of a model's optimised plan, the slowest first: where a graph spends its time.
 //!
-//!     cargo run --release -p kiln-infer --example profile -- MODEL.onnx [BATCH] [ITERS] [SEQ] [--raw]
+//!     cargo run --release -p kiln-infer --example profile -- MODEL.onnx [BATCH] [ITERS] [SEQ] [--raw] [--many-rows]
 //!
 //! The graph is the one kiln runs: the file with kiln's load-time rewrites
-//! (`kiln_infer::rewrite_for_tract`); `--raw` profiles tract's own reading of the file instead.
+//! (`kiln_infer::rewrite_for_tract`); `--raw` profiles tract's own reading of the file instead,
+//! `--many-rows` the form a generator's calls of many rows run (`kiln_infer::rewrite_for_many_rows`).
 //! Feeds zeros of the model's input shapes (the batch axis set to BATCH, 1 by default; the
 //! second axis of an int64 input, a window of token ids, set to SEQ, 1 by default) and sums
 //! each node's time over ITERS runs (100 by default) of a plan made for those shapes.
@@ -18,7 +19,8 @@ use tract_onnx::tract_hir::infer::Factoid;
 fn main() -> TractResult<()> {
     let mut args: Vec<String> = std::env::args().collect();
     let raw = args.iter().any(|a| a == "--raw");
-    args.retain(|a| a != "--raw");
+    let many_rows = args.iter().any(|a| a == "--many-rows");
+    args.retain(|a| a != "--raw" && a != "--many-rows");
     let path = args.get(1).ok_or_else(|| anyhow::anyhow!("usage: profile MODEL.onnx [BATCH] [ITERS]"))?;
     let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(1);
     let iters: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(100);
@@ -29,6 +31,10 @@ fn main() -> TractResult<()> {
     let onnx = tract_onnx::onnx();
     let mut proto = onnx.proto_model_for_path(path)?;
     let rewritten = if raw { 0 } else { kiln_infer::rewrite_for_tract(&mut proto) };
+    if many_rows {
+        proto = kiln_infer::rewrite_for_many_rows(&proto)
+            .ok_or_else(|| anyhow::anyhow!("{path}: no chain of dense layers to run feature-major"))?;
+    }
     let mut model = onnx.model_for_proto_model(&proto)?;
     let parsed = t0.elapsed();
     let mut inputs = TVec::new();

@@ -61,7 +61,7 @@ impl GeneratorModel {
     }
 
     fn build(file: ModelFile) -> Result<Self> {
-        let ModelFile { name, graph, props, limits, .. } = file;
+        let ModelFile { name, graph, props, limits, many_rows, .. } = file;
         let meta = GeneratorMeta::from_props(&props)
             .map_err(|source| Error::Contract { path: name.clone(), source })?;
         let typed = ModelFile::typed(&name, graph)?;
@@ -81,7 +81,8 @@ impl GeneratorModel {
             });
         }
         let part_rows = smallest_image(&typed).unwrap_or(usize::MAX);
-        let plan = Arc::new(read::Runner::new(&name, typed, true, limits.max_call_bytes)?);
+        let plan = read::Runner::new(&name, typed, true, limits.max_call_bytes)?;
+        let plan = Arc::new(plan.with_many_rows_form(many_rows));
         Ok(GeneratorModel { plan, meta, workers: Arc::new(Workers::start(0)), part_rows })
     }
 
@@ -376,6 +377,54 @@ mod tests {
                 }
             }
             assert!(wide >= 3, "{name}: {wide} products with wide rows");
+        }
+    }
+
+    /// A call of many rows on an MLP generator runs its feature-major form: the form is made at
+    /// the first such call, not before, and in its plan every product but the first packs an
+    /// input whose panels are contiguous runs (`mn` its innermost axis), where the file's own
+    /// form transposes each activation into them. Its samples are the rows of the same noise run
+    /// a few rows at a time, in the file's own form.
+    #[test]
+    fn many_rows_run_an_mlp_generator_feature_major_with_the_same_samples() {
+        for name in ["ring8-gan.onnx", "grid25-gan.onnx"] {
+            let path = format!("{}/../models/{name}", env!("CARGO_MANIFEST_DIR"));
+            let model = GeneratorModel::load(path).unwrap().with_threads(1);
+            let latent = model.meta().latent;
+            // Not the 128 or 256 features of a hidden layer, so that an axis of this size is
+            // the batch.
+            let rows = 320;
+            let z = Array2::from_shape_vec((rows, latent), noise::normal(2, rows * latent)).unwrap();
+            let small: Vec<ArrayD<f32>> =
+                z.axis_chunks_iter(Axis(0), 16).map(|block| model.generate(block).unwrap()).collect();
+            assert!(!model.plan.made_many_rows(), "{name}: made for 16 rows");
+            let all = model.generate(z.view()).unwrap();
+            assert!(model.plan.made_many_rows(), "{name}: not made for {rows} rows");
+            let small =
+                tract_ndarray::concatenate(Axis(0), &small.iter().map(|t| t.view()).collect::<Vec<_>>())
+                    .unwrap();
+            let diff = crate::numeric::max_abs_diff(all.as_slice().unwrap(), small.as_slice().unwrap());
+            assert!(diff <= 1e-5, "{name}: {rows} rows differ from 16 at a time by {diff}");
+            let plans = model.plan.shape_plans();
+            let graph = plans.last().unwrap().model();
+            let mut packs = 0;
+            for node in graph.nodes() {
+                if node.op.name() != "OptMatMulPack" {
+                    continue;
+                }
+                let fact = graph.outlet_fact(node.inputs[0]).unwrap();
+                if graph.inputs.contains(&node.inputs[0]) || fact.konst.is_some() {
+                    continue;
+                }
+                // tract's description of the op: "… k axis: K, mn axis: MN".
+                let info = node.op.info().unwrap().join(" ");
+                let innermost = fact.rank() - 1;
+                let batch_innermost = fact.shape[innermost].to_i64().ok() == Some(rows as i64);
+                let contiguous = info.ends_with(&format!("mn axis: {innermost}"));
+                assert!(batch_innermost && contiguous, "{name}: {} transposes {fact:?}: {info}", node.name);
+                packs += 1;
+            }
+            assert!(packs >= 3, "{name}: {packs} packs of activations");
         }
     }
 

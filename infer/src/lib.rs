@@ -59,6 +59,13 @@ pub fn rewrite_for_tract(model: &mut pb::ModelProto) -> usize {
     fuse::optimise(model)
 }
 
+/// The form of a model (after [`rewrite_for_tract`]) that a generator's calls of many rows run:
+/// each chain of dense layers computed feature-major. `None` when the model has no such chain.
+/// For tools that drive tract themselves, such as the `profile` example.
+pub fn rewrite_for_many_rows(model: &pb::ModelProto) -> Option<pb::ModelProto> {
+    fuse::for_many_rows(model)
+}
+
 /// Threads a batch is split across unless told otherwise: the cores this process may use (1
 /// when that cannot be known).
 pub fn default_threads() -> usize {

@@ -236,7 +236,7 @@ impl NextWordModel {
     }
 
     fn build(file: ModelFile, options: &LoadOptions) -> Result<Self> {
-        let ModelFile { name, graph, props, limits, proto } = file;
+        let ModelFile { name, graph, props, limits, proto, .. } = file;
         let (graph, meta, interface, ports) = if props.contains_key(crate::contract::key::KIND) {
             if options.vocab.is_some() {
                 return Err(Error::VocabNotNeeded(name));

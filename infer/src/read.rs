@@ -57,6 +57,9 @@ pub(crate) struct ModelFile {
     /// The parsed protobuf of a file without kiln metadata, which a foreign model's reader may
     /// rewrite ([`crate::foreign`]); `None` for kiln's own files.
     pub proto: Option<tract_onnx::pb::ModelProto>,
+    /// The graph's form for calls of many rows ([`crate::fuse::for_many_rows`]), where it has
+    /// one.
+    pub many_rows: Option<tract_onnx::pb::ModelProto>,
 }
 
 impl ModelFile {
@@ -142,8 +145,12 @@ impl ModelFile {
                 .model_for_proto_model(&proto)
                 .map_err(|e| Error::BadModel { path: name.clone(), source: e.into() })?;
             let props = metadata(&graph);
+            // Only a generator runs it.
+            let generator = props.get(crate::contract::key::KIND).map(String::as_str)
+                == Some(crate::contract::KIND_GENERATOR);
+            let many_rows = generator.then(|| crate::fuse::for_many_rows(&proto)).flatten();
             let proto = (!props.contains_key(crate::contract::key::KIND)).then_some(proto);
-            Ok(ModelFile { name, graph, props, limits: options.limits, proto })
+            Ok(ModelFile { name, graph, props, limits: options.limits, proto, many_rows })
         })
     }
 
@@ -338,7 +345,31 @@ pub(crate) struct Runner {
     size: CallSize,
     /// The decluttered graph per-shape plans are made from; `None` when there are none to make.
     source: Option<Arc<TypedModel>>,
+    /// The graph's form for calls of many rows, where it has one.
+    many_rows: Option<ManyRows>,
     concrete: Mutex<Vec<(Shapes, Arc<TypedRunnableModel>)>>,
+}
+
+/// A graph's form for calls of at least [`crate::fuse::MANY_ROWS`] rows (the first input's first
+/// axis), [`crate::fuse::for_many_rows`]: parsed, typed and decluttered at the first such call,
+/// then planned per shape as the file's own form is. Clones share it.
+#[derive(Clone)]
+struct ManyRows {
+    proto: Arc<tract_onnx::pb::ModelProto>,
+    /// `None` once made when tract could not make it; such calls then run the file's own form.
+    source: Arc<OnceLock<Option<Arc<TypedModel>>>>,
+}
+
+impl ManyRows {
+    fn source(&self) -> Option<Arc<TypedModel>> {
+        self.source
+            .get_or_init(|| {
+                use tract_onnx::tract_hir::prelude::Framework as _;
+                let graph = tract_onnx::onnx().model_for_proto_model(&self.proto).ok()?;
+                Some(Arc::new(graph.into_typed().ok()?.into_decluttered().ok()?))
+            })
+            .clone()
+    }
 }
 
 /// The shapes of a call's inputs.
@@ -376,7 +407,30 @@ impl Runner {
         } else {
             (AnyBatch::Made(ModelFile::plan(name, typed)?), None)
         };
-        Ok(Runner { name: name.to_string(), any, size, source, concrete: Mutex::new(Vec::new()) })
+        Ok(Runner {
+            name: name.to_string(),
+            any,
+            size,
+            source,
+            many_rows: None,
+            concrete: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Calls of many rows run `form` ([`crate::fuse::for_many_rows`]), when calls get plans
+    /// for their shapes.
+    pub fn with_many_rows_form(mut self, form: Option<tract_onnx::pb::ModelProto>) -> Self {
+        if self.source.is_some() {
+            self.many_rows =
+                form.map(|proto| ManyRows { proto: Arc::new(proto), source: Default::default() });
+        }
+        self
+    }
+
+    /// Whether the form for many rows was made (at a call of as many).
+    #[cfg(test)]
+    pub fn made_many_rows(&self) -> bool {
+        self.many_rows.as_ref().is_some_and(|m| m.source.get().is_some_and(|s| s.is_some()))
     }
 
     /// Checks that a call on inputs of `shapes` stays within the call limit.
@@ -449,7 +503,11 @@ impl Runner {
     /// The plan for the shapes of `inputs`, made if there is room; `None` when there are no
     /// per-shape plans or the cache is full.
     fn plan_for(&self, inputs: &[TValue]) -> Option<Arc<TypedRunnableModel>> {
-        let source = self.source.as_ref()?;
+        let mut source = self.source.clone()?;
+        let rows = inputs.first().and_then(|v| v.shape().first()).copied().unwrap_or(0);
+        if let Some(many) = self.many_rows.as_ref().filter(|_| rows >= crate::fuse::MANY_ROWS) {
+            source = many.source().unwrap_or(source);
+        }
         let key: Shapes = inputs.iter().map(|v| v.shape().to_vec()).collect();
         let mut cache = self.concrete.lock().ok()?;
         if let Some((_, plan)) = cache.iter().find(|(k, _)| *k == key) {
@@ -485,6 +543,7 @@ impl Clone for Runner {
             any: self.any.clone(),
             size: self.size.clone(),
             source: self.source.clone(),
+            many_rows: self.many_rows.clone(),
             concrete: Mutex::new(Vec::new()),
         }
     }
