@@ -21,9 +21,11 @@
 //! inner values as `[features, batch]` instead — `hᵀ = W·xᵀ + b` is a `Gemm` of the weight as
 //! stored and the input transposed, the activations are element-wise, and the last layer reads
 //! `hᵀ` transposed back — so each panel is a run of contiguous values. It pays only over
-//! enough rows (ring8 at 64 samples 47 → 39 µs a call; at 1 and 16 samples slower, 7.6 → 8.2 and
-//! 16 → 18 µs), so it is a second form of the graph that [`crate::read::Runner`] plans for wide
-//! calls, not a rewrite of every load.
+//! enough rows: `kiln bench`, one thread, p50 min of 6 interleaved rounds, ring8 at 64 samples
+//! 47.6 → 38.5 µs a call, at 128 75.3 → 71.9, at 256 146.5 → 141.5; at 1, 16, 32 and 48 slower
+//! (7.6 → 8.2, 16.3 → 18.1, 26.8 → 30.9, 30.6 → 37.4 µs). So it is a second form of the graph,
+//! which [`crate::read::Runner`] plans for calls of [`MANY_ROWS`] or more, not a rewrite of
+//! every load.
 //!
 //! A rewrite applies only where it is exact by construction: constant float initializers of the
 //! expected shapes, a single consumer, no training mode, default `Gemm` scaling. Anything else is
@@ -188,8 +190,10 @@ fn pointwise_deconvs_as_gemms(graph: &mut GraphProto) -> usize {
     count
 }
 
-/// The rows from which a call runs [`for_many_rows`]'s form of a graph: below them the extra
-/// reshapes cost more than the panels save (see the module's comment).
+/// The rows from which a call runs [`for_many_rows`]'s form of a graph. tract holds an output's
+/// innermost axis in vector registers only from 64 long (`STORE_ALONG_M_MIN` in the vendored
+/// tract-core); below that the feature-major outputs, whose innermost axis is the batch, are
+/// stored a value at a time, and the form is slower (see the module's comment).
 pub(crate) const MANY_ROWS: usize = 64;
 
 /// `model` with each chain of two or more dense layers computed feature-major (see the module's
