@@ -781,6 +781,32 @@ where
     }
 }
 
+/// kiln patch: `len` bytes from `src` to `dst`, in 16-byte vector moves where the target's
+/// baseline has them (x86-64's SSE2, AArch64's NEON), then the rest. Built for size, as kiln
+/// builds tract, `copy_from_nonoverlapping` of a panel row (16 to 320 bytes) is a call to libc's
+/// `memmove` for each row.
+#[inline(always)]
+unsafe fn copy_row(dst: *mut u8, src: *const u8, len: usize) {
+    let mut i = 0;
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        while i + 16 <= len {
+            use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_storeu_si128};
+            _mm_storeu_si128(dst.add(i) as *mut __m128i, _mm_loadu_si128(src.add(i) as *const __m128i));
+            i += 16;
+        }
+        #[cfg(target_arch = "aarch64")]
+        while i + 16 <= len {
+            use std::arch::aarch64::{vld1q_u8, vst1q_u8};
+            vst1q_u8(dst.add(i), vld1q_u8(src.add(i)));
+            i += 16;
+        }
+        if i < len {
+            dst.add(i).copy_from_nonoverlapping(src.add(i), len - i);
+        }
+    }
+}
+
 /// kiln patch: [`pack_mn_major`] for a panel row of `mnr` bytes known only at run time.
 #[inline(never)]
 unsafe fn pack_mn_major_dyn(
@@ -801,7 +827,7 @@ unsafe fn pack_mn_major_dyn(
                 (k_range.start + k) as isize * k_stride_bytes + mn_range_bytes.start as isize,
             );
             for _ in 0..full_panes {
-                p_row.copy_from_nonoverlapping(b_row, mnr);
+                copy_row(p_row, b_row, mnr);
                 p_row = p_row.add(panel_len);
                 b_row = b_row.add(mnr);
             }
@@ -831,7 +857,7 @@ unsafe fn pack_mn_major<Chunk: Copy>(
                 (k_range.start + k) as isize * k_stride_bytes + mn_range_bytes.start as isize,
             );
             for _ in 0..full_panes {
-                p_row.copy_from_nonoverlapping(b_row, mnr);
+                copy_row(p_row, b_row, mnr);
                 p_row = p_row.add(panel_len);
                 b_row = b_row.add(mnr);
             }
