@@ -229,7 +229,7 @@ pub(crate) fn for_many_rows(model: &ModelProto) -> Option<ModelProto> {
                     node.input[0] = weight;
                     node.input[1] = input.clone();
                     if let Some(bias) = node.input.get(2).cloned() {
-                        let b = floats(consts[bias.as_str()])?;
+                        let b = floats(consts.get(bias.as_str())?)?;
                         let name = fresh(&bias);
                         columns.push(
                             Floats { dims: vec![b.data.len() as i64, 1], data: b.data }.into_tensor(&name),

@@ -311,6 +311,9 @@ fn try_case(bytes: &[u8], vocab: Option<PathBuf>) -> bool {
         Ok(Model::Generator(g)) => {
             stage("sample");
             let _ = g.sample(3, 1);
+            // Enough rows for the form a generator runs for many (its dense layers feature-major).
+            stage("sample many");
+            let _ = g.sample(64, 1);
             true
         }
         Ok(Model::NextWord(m)) => {
