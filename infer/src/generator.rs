@@ -428,6 +428,27 @@ mod tests {
         }
     }
 
+    /// A form for many rows that tract cannot make (here a file without a graph) leaves such
+    /// calls on the file's own form, with its samples.
+    #[test]
+    fn many_rows_run_the_files_own_form_when_the_second_cannot_be_made() {
+        let path = format!("{}/../models/ring8-gan.onnx", env!("CARGO_MANIFEST_DIR"));
+        let options = LoadOptions::default();
+        let mut file = ModelFile::read(path.as_ref(), &options).unwrap();
+        assert!(file.many_rows.is_some());
+        file.many_rows = Some(tract_onnx::pb::ModelProto::default());
+        let broken = GeneratorModel::from_file(file).unwrap().with_threads(1);
+        let model = GeneratorModel::load(&path).unwrap().with_threads(1);
+        let (rows, latent) = (70, model.meta().latent);
+        let z = Array2::from_shape_vec((rows, latent), noise::normal(4, rows * latent)).unwrap();
+        let got = broken.generate(z.view()).unwrap();
+        assert!(!broken.plan.made_many_rows());
+        let want = model.generate(z.view()).unwrap();
+        assert!(model.plan.made_many_rows());
+        let diff = crate::numeric::max_abs_diff(got.as_slice().unwrap(), want.as_slice().unwrap());
+        assert!(diff <= 1e-5, "the file's own form differs by {diff}");
+    }
+
     /// Batches of 1 to 9 rows: the first shapes get plans of their own, the later ones run on
     /// the plan for any batch, which is made only then. Every row must match the same noise run
     /// in one batch of 9.
