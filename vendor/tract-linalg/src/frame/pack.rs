@@ -807,8 +807,9 @@ unsafe fn copy_row(dst: *mut u8, src: *const u8, len: usize) {
     }
 }
 
-/// kiln patch: [`pack_mn_major`] for a panel row of `mnr` bytes known only at run time.
-#[inline(never)]
+/// kiln patch: panel rows of `mnr` bytes, a row at a time; [`pack_mn_major`] for a width known
+/// at compile time (the copies then unrolled), the crate's other widths as they are.
+#[inline(always)]
 unsafe fn pack_mn_major_dyn(
     mnr: usize,
     b: *const u8,
@@ -847,25 +848,8 @@ unsafe fn pack_mn_major<Chunk: Copy>(
     mn_range_bytes: Range<usize>,
     k_range: Range<usize>,
 ) {
-    unsafe {
-        let mnr = std::mem::size_of::<Chunk>();
-        let full_panes = mn_range_bytes.len() / mnr;
-        let partial_pane = mn_range_bytes.len() % mnr;
-        for k in 0..k_range.len() {
-            let mut p_row = packed.add(k * mnr);
-            let mut b_row = b.offset(
-                (k_range.start + k) as isize * k_stride_bytes + mn_range_bytes.start as isize,
-            );
-            for _ in 0..full_panes {
-                copy_row(p_row, b_row, mnr);
-                p_row = p_row.add(panel_len);
-                b_row = b_row.add(mnr);
-            }
-            if partial_pane > 0 {
-                p_row.copy_from_nonoverlapping(b_row, partial_pane);
-            }
-        }
-    }
+    let mnr = std::mem::size_of::<Chunk>();
+    unsafe { pack_mn_major_dyn(mnr, b, packed, panel_len, k_stride_bytes, mn_range_bytes, k_range) }
 }
 
 /// Smallest k-contiguous block (in elements) worth transposing with the armv7
