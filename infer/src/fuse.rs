@@ -271,29 +271,26 @@ const ACTIVATIONS: [&str; 4] = ["Relu", "LeakyRelu", "Tanh", "Sigmoid"];
 /// activations, only the layer before it, and nothing else reads the values between them.
 fn dense_chains(graph: &GraphProto) -> Vec<Vec<usize>> {
     let (consts, uses) = (constants(graph), uses(graph));
+    // A Gemm a batch norm could fold into (`out_axis`: unscaled, A as it is), with no other
+    // attributes, B transposed or not, a constant 2-D weight and a 1-D bias or none.
     let dense = |node: &NodeProto| -> bool {
-        let plain = node.op_type == "Gemm" && node.domain.is_empty() && node.output.len() == 1;
-        let unscaled = node.attribute.iter().all(|a| match a.name.as_str() {
-            "alpha" | "beta" => a.f == 1.0,
-            "transA" => a.i == 0,
+        let known = node.attribute.iter().all(|a| match a.name.as_str() {
             "transB" => a.i == 0 || a.i == 1,
-            _ => false,
+            name => ["alpha", "beta", "transA"].contains(&name),
         });
+        let axis =
+            (node.op_type == "Gemm" && node.output.len() == 1 && known).then(|| out_axis(node)).flatten();
         let weight = node.input.get(1).and_then(|w| consts.get(w.as_str()));
-        let bias = match node.input.get(2) {
-            Some(b) => consts.get(b.as_str()).and_then(|b| floats(b)),
-            None => None,
-        };
-        let out = weight.and_then(|w| {
-            let axis = if int_attr(node, "transB").unwrap_or(0) == 1 { 0 } else { 1 };
-            (w.dims.len() == 2 && float_bytes(w).is_some()).then(|| w.dims[axis])
-        });
-        let bias_fits = match (node.input.len(), &bias, out) {
-            (2, _, Some(_)) => true,
-            (3, Some(b), Some(out)) => b.dims == [out],
+        let out = weight
+            .zip(axis)
+            .and_then(|(w, axis)| (w.dims.len() == 2 && float_bytes(w).is_some()).then(|| w.dims[axis]));
+        match (node.input.get(2), out) {
+            (None, Some(_)) => node.input.len() == 2,
+            (Some(b), Some(out)) => {
+                consts.get(b.as_str()).and_then(|b| floats(b)).is_some_and(|b| b.dims == [out])
+            }
             _ => false,
-        };
-        plain && unscaled && bias_fits
+        }
     };
     // The one node reading each value read once.
     let mut reader: HashMap<&str, usize> = HashMap::new();
