@@ -520,4 +520,36 @@ mod tests {
             }
         }
     }
+
+    /// A generator's calls run in a state an earlier call of the same plan left, and give the
+    /// samples a state of their own gives, whatever ran in that state before (other noise,
+    /// another batch size).
+    #[test]
+    fn a_generators_calls_run_in_a_kept_state_with_a_fresh_states_samples() {
+        for name in ["ring8-gan.onnx", "fashion-dcgan.onnx"] {
+            let path = format!("{}/../models/{name}", env!("CARGO_MANIFEST_DIR"));
+            let model = GeneratorModel::load(path).unwrap().with_threads(1);
+            let latent = model.meta().latent;
+            let z = |seed, rows| {
+                Array2::from_shape_vec((rows, latent), noise::normal(seed, rows * latent)).unwrap()
+            };
+            let first = model.generate(z(1, 3).view()).unwrap();
+            assert_eq!(model.plan.idle_states(), 1, "{name}: the call's state was not kept");
+            let other = model.generate(z(2, 3).view()).unwrap();
+            model.generate(z(3, 5).view()).unwrap();
+            let again = model.generate(z(1, 3).view()).unwrap();
+            assert_eq!(model.plan.idle_states(), 2, "{name}: one state for each plan");
+            assert_eq!(first, again, "{name}: the same noise gave other samples");
+            // The plan for 3 rows, run in a state of its own (tract's `run` makes one).
+            let plan = model
+                .plan
+                .shape_plans()
+                .into_iter()
+                .find(|p| p.model().input_fact(0).unwrap().shape.as_concrete() == Some(&[3, latent][..]))
+                .unwrap();
+            let fresh = plan.run(tvec![read::input(z(2, 3).view())]).unwrap();
+            let fresh = fresh[0].to_plain_array_view::<f32>().unwrap();
+            assert_eq!(fresh.as_slice().unwrap(), other.as_slice().unwrap(), "{name}");
+        }
+    }
 }

@@ -814,6 +814,25 @@ mod tests {
         }
     }
 
+    /// A recurrent layer keeps values of its own in a call's state, so a word model's calls do
+    /// not run in a kept state: the same window gives the same scores and state every time.
+    #[test]
+    fn a_word_models_calls_each_run_in_a_state_of_their_own() {
+        let model = NextWordModel::load(
+            format!("{}/../models/seed-lstm.onnx", env!("CARGO_MANIFEST_DIR")),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let tokens = Array2::from_shape_vec((2, 3), vec![1i64, 2, 3, 4, 5, 6]).unwrap();
+        let first = model.run(tokens.view(), None).unwrap();
+        let other = Array2::from_shape_vec((2, 3), vec![6i64, 5, 4, 3, 2, 1]).unwrap();
+        model.run(other.view(), None).unwrap();
+        let again = model.run(tokens.view(), None).unwrap();
+        assert_eq!(first.logits, again.logits);
+        assert_eq!(first.state.unwrap().h, again.state.unwrap().h);
+        assert_eq!(model.plan.idle_states(), 0, "a state of a recurrent plan was kept");
+    }
+
     /// A predicting call is checked against the plan it runs, not the larger plan that scores
     /// every position: at the smallest batch whose scoring call is refused, a step fits and runs.
     #[test]
