@@ -358,6 +358,9 @@ pub(crate) struct Runner {
 /// calls is kept: a recurrent layer's state (the LSTMs') would carry one call's values into the
 /// next (a seed LSTM gave other answers), so such plans get a fresh state each call. A thread
 /// takes back a state it ran before where there is one, whose scratch space it already holds.
+/// tract keeps a state's scratch spaces per thread and frees them on the thread that drops the
+/// state: a model dropped on another thread than the ones that called it leaves each of those a
+/// scratch space per state it ran (its products' tile buffers) until the thread ends.
 #[derive(Default)]
 struct IdleStates(Mutex<Vec<(std::thread::ThreadId, TypedSimpleState)>>);
 
