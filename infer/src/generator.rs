@@ -335,6 +335,17 @@ pub fn slerp(a: &[f32], b: &[f32], t: f64) -> Vec<f32> {
 mod tests {
     use super::*;
 
+    /// The path of a shipped model file.
+    fn shipped(name: &str) -> String {
+        format!("{}/../models/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    /// `rows` noise vectors of `model`'s latent size from `seed`.
+    fn noise_rows(model: &GeneratorModel, seed: u64, rows: usize) -> Array2<f32> {
+        let latent = model.meta().latent;
+        Array2::from_shape_vec((rows, latent), noise::normal(seed, rows * latent)).unwrap()
+    }
+
     #[test]
     fn slerp_ends_at_its_endpoints_and_keeps_the_norm_between_orthogonal_unit_vectors() {
         let (a, b) = ([1.0f32, 0.0], [0.0f32, 1.0]);
@@ -353,10 +364,8 @@ mod tests {
     fn the_mlp_generators_products_hold_their_outputs_rows_in_vectors() {
         use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
         for name in ["ring8-gan.onnx", "grid25-gan.onnx"] {
-            let path = format!("{}/../models/{name}", env!("CARGO_MANIFEST_DIR"));
-            let model = GeneratorModel::load(path).unwrap().with_threads(1);
-            let latent = model.meta().latent;
-            let z = Array2::from_shape_vec((256, latent), noise::normal(1, 256 * latent)).unwrap();
+            let model = GeneratorModel::load(shipped(name)).unwrap().with_threads(1);
+            let z = noise_rows(&model, 1, 256);
             model.generate(z.view()).unwrap();
             let plans = model.plan.shape_plans();
             assert_eq!(plans.len(), 1, "{name}: one plan, for 256 rows");
@@ -388,13 +397,11 @@ mod tests {
     #[test]
     fn many_rows_run_an_mlp_generator_feature_major_with_the_same_samples() {
         for name in ["ring8-gan.onnx", "grid25-gan.onnx"] {
-            let path = format!("{}/../models/{name}", env!("CARGO_MANIFEST_DIR"));
-            let model = GeneratorModel::load(path).unwrap().with_threads(1);
-            let latent = model.meta().latent;
+            let model = GeneratorModel::load(shipped(name)).unwrap().with_threads(1);
             // Not the 128 or 256 features of a hidden layer, so that an axis of this size is
             // the batch.
             let rows = 320;
-            let z = Array2::from_shape_vec((rows, latent), noise::normal(2, rows * latent)).unwrap();
+            let z = noise_rows(&model, 2, rows);
             let small: Vec<ArrayD<f32>> =
                 z.axis_chunks_iter(Axis(0), 16).map(|block| model.generate(block).unwrap()).collect();
             assert!(!model.plan.made_many_rows(), "{name}: made for 16 rows");
@@ -432,15 +439,15 @@ mod tests {
     /// calls on the file's own form, with its samples.
     #[test]
     fn many_rows_run_the_files_own_form_when_the_second_cannot_be_made() {
-        let path = format!("{}/../models/ring8-gan.onnx", env!("CARGO_MANIFEST_DIR"));
+        let path = shipped("ring8-gan.onnx");
         let options = LoadOptions::default();
         let mut file = ModelFile::read(path.as_ref(), &options).unwrap();
         assert!(file.many_rows.is_some());
         file.many_rows = Some(tract_onnx::pb::ModelProto::default());
         let broken = GeneratorModel::from_file(file).unwrap().with_threads(1);
         let model = GeneratorModel::load(&path).unwrap().with_threads(1);
-        let (rows, latent) = (70, model.meta().latent);
-        let z = Array2::from_shape_vec((rows, latent), noise::normal(4, rows * latent)).unwrap();
+        let rows = 70;
+        let z = noise_rows(&model, 4, rows);
         let got = broken.generate(z.view()).unwrap();
         assert!(!broken.plan.made_many_rows());
         let want = model.generate(z.view()).unwrap();
@@ -455,11 +462,9 @@ mod tests {
     #[test]
     fn every_batch_size_gives_the_rows_of_one_big_batch() {
         for name in ["fashion-dcgan.onnx", "grid25-gan.onnx"] {
-            let model =
-                GeneratorModel::load(format!("{}/../models/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            let model = GeneratorModel::load(shipped(name)).unwrap();
             assert!(!model.plan.made_any(), "{name}: planned for any batch at load");
-            let latent = model.meta().latent;
-            let z = Array2::from_shape_vec((9, latent), noise::normal(11, 9 * latent)).unwrap();
+            let z = noise_rows(&model, 11, 9);
             let all = model.generate(z.view()).unwrap();
             let all = all.as_slice().unwrap();
             let per = model.sample_len();
@@ -479,13 +484,12 @@ mod tests {
     /// noise run ten rows at a time, in order. A generator without convolutions is not cut.
     #[test]
     fn a_batch_over_the_smallest_image_runs_in_parts_in_order() {
-        let path = |name: &str| format!("{}/../models/{name}", env!("CARGO_MANIFEST_DIR"));
-        let ring = GeneratorModel::load(path("ring8-gan.onnx")).unwrap();
+        let ring = GeneratorModel::load(shipped("ring8-gan.onnx")).unwrap();
         assert_eq!(ring.part_rows, usize::MAX);
-        let model = GeneratorModel::load(path("fashion-dcgan.onnx")).unwrap();
+        let model = GeneratorModel::load(shipped("fashion-dcgan.onnx")).unwrap();
         assert_eq!(model.part_rows, 49);
-        let (rows, latent) = (130, model.meta().latent);
-        let z = Array2::from_shape_vec((rows, latent), noise::normal(3, rows * latent)).unwrap();
+        let rows = 130;
+        let z = noise_rows(&model, 3, rows);
         let tens: Vec<ArrayD<f32>> =
             z.axis_chunks_iter(Axis(0), 10).map(|block| model.generate(block).unwrap()).collect();
         let want =
@@ -503,11 +507,9 @@ mod tests {
     #[test]
     fn a_batch_split_across_threads_gives_the_rows_of_one_call() {
         for name in ["fashion-dcgan.onnx", "ring8-gan.onnx"] {
-            let model =
-                GeneratorModel::load(format!("{}/../models/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-            let latent = model.meta().latent;
+            let model = GeneratorModel::load(shipped(name)).unwrap();
             for (rows, threads) in [(7, 3), (2, 4)] {
-                let z = Array2::from_shape_vec((rows, latent), noise::normal(5, rows * latent)).unwrap();
+                let z = noise_rows(&model, 5, rows);
                 let one = model.generate(z.view()).unwrap();
                 let split = model.clone().with_threads(threads).generate(z.view()).unwrap();
                 assert_eq!(split.shape(), one.shape(), "{name}");
@@ -527,12 +529,9 @@ mod tests {
     #[test]
     fn a_generators_calls_run_in_a_kept_state_with_a_fresh_states_samples() {
         for name in ["ring8-gan.onnx", "fashion-dcgan.onnx"] {
-            let path = format!("{}/../models/{name}", env!("CARGO_MANIFEST_DIR"));
-            let model = GeneratorModel::load(path).unwrap().with_threads(1);
+            let model = GeneratorModel::load(shipped(name)).unwrap().with_threads(1);
             let latent = model.meta().latent;
-            let z = |seed, rows| {
-                Array2::from_shape_vec((rows, latent), noise::normal(seed, rows * latent)).unwrap()
-            };
+            let z = |seed, rows| noise_rows(&model, seed, rows);
             let first = model.generate(z(1, 3).view()).unwrap();
             assert_eq!(model.plan.idle_states(), 1, "{name}: the call's state was not kept");
             let other = model.generate(z(2, 3).view()).unwrap();
