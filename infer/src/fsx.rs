@@ -35,6 +35,7 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
     bytes.try_reserve_exact(usize::try_from(len).unwrap_or(0)).map_err(|_| {
         std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("no memory for its {len} bytes"))
     })?;
+    crate::heap::map_spare(&mut bytes);
     file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
         return Err(ReadError::TooLarge { max });

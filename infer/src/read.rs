@@ -79,6 +79,8 @@ impl ModelFile {
         // The bytes are freed once decoded, before the rewrites and tract's copies of the
         // weights, which then take their memory instead of pages the process never touched (each
         // a page fault).
+        // Decoding copies the weights, nearly the file's size, into fresh memory.
+        crate::heap::map_ahead(bytes.len());
         let proto = Self::decode(prost::bytes::Bytes::from(bytes), &name, options)?;
         Self::from_proto(proto, name, options)
     }
