@@ -9,6 +9,10 @@
 //! for the next call instead, as onnxruntime's arena does. A call's peak memory stays about the
 //! same (that scoring run: 234–325 MB before, 328–352 MB after); it is not handed back between
 //! calls.
+//!
+//! Loading a model fills fresh memory too, the file's bytes and the protobuf's copy of its
+//! weights: `map_spare` and `map_ahead` map those pages in with one system call each, where
+//! a first write would take a page fault per page.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
