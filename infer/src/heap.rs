@@ -44,28 +44,27 @@ pub fn reuse_freed_memory() -> bool {
 /// of fresh memory, it saves about a millisecond.
 pub(crate) fn map_spare(buf: &mut Vec<u8>) {
     #[cfg(target_os = "linux")]
-    if let Some((first, len)) = spare_pages(buf) {
-        // SAFETY: the range lies within memory this vector owns; MADV_POPULATE_WRITE maps its
-        // pages as a write would, without changing a byte. A kernel that lacks it refuses the
-        // advice, and the pages fault in when written, as without it.
-        unsafe {
-            libc::madvise(first, len, libc::MADV_POPULATE_WRITE);
+    {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: sysconf only reads a system value.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
+        if page == 0 || spare.len() < page {
+            return;
+        }
+        let start = spare.as_mut_ptr() as usize;
+        let first = start.next_multiple_of(page);
+        let end = (start + spare.len()) / page * page;
+        if end > first {
+            // SAFETY: the range lies within memory this vector owns; MADV_POPULATE_WRITE maps
+            // its pages as a write would, without changing a byte. A kernel that lacks it refuses
+            // the advice, and the pages fault in when written, as without it.
+            unsafe {
+                libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_POPULATE_WRITE);
+            }
         }
     }
     #[cfg(not(target_os = "linux"))]
     let _ = buf;
-}
-
-/// The whole pages within `buf`'s spare capacity: their start and length in bytes, if any.
-#[cfg(target_os = "linux")]
-fn spare_pages(buf: &mut Vec<u8>) -> Option<(*mut libc::c_void, usize)> {
-    // SAFETY: sysconf only reads a system value.
-    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok().filter(|&p| p > 0)?;
-    let spare = buf.spare_capacity_mut();
-    let start = spare.as_mut_ptr() as usize;
-    let first = start.next_multiple_of(page);
-    let end = (start + spare.len()) / page * page;
-    (end > first).then_some((first as *mut libc::c_void, end - first))
 }
 
 /// Makes the allocator's next `bytes` mapped in already, where freed memory is kept
@@ -128,9 +127,11 @@ mod tests {
 
     /// Hands the pages of `v`'s spare capacity back to the system: the next write to each faults.
     fn discard_spare(v: &mut Vec<u8>) {
-        let (first, len) = spare_pages(v).expect("a block of whole pages");
+        let spare = v.spare_capacity_mut();
+        let start = (spare.as_mut_ptr() as usize).next_multiple_of(PAGE);
+        let end = (spare.as_mut_ptr() as usize + spare.len()) / PAGE * PAGE;
         // SAFETY: the range lies within memory `v` owns and holds nothing of its contents.
-        assert_eq!(unsafe { libc::madvise(first, len, libc::MADV_DONTNEED) }, 0);
+        assert_eq!(unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) }, 0);
     }
 
     #[test]
