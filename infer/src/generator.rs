@@ -378,15 +378,18 @@ mod tests {
     #[test]
     fn a_waiting_thread_gets_each_message_whether_it_polls_or_sleeps_and_stops_when_the_sender_goes() {
         let (send, receive) = mpsc::channel();
+        let (go, wait) = mpsc::channel();
+        // The second message comes 20 polling windows after the receiver started waiting for it:
+        // it has gone to sleep by then.
         let sender = std::thread::spawn(move || {
             send.send(1).unwrap();
+            wait.recv().unwrap();
             std::thread::sleep(POLL * 20);
             send.send(2).unwrap();
         });
         assert_eq!(recv_soon(&receive), Some(1));
-        let asleep = std::time::Instant::now();
+        go.send(()).unwrap();
         assert_eq!(recv_soon(&receive), Some(2));
-        assert!(asleep.elapsed() > POLL * 5, "the second message came before the sender sent it");
         sender.join().unwrap();
         assert_eq!(recv_soon(&receive), None);
     }

@@ -45,26 +45,32 @@ pub fn reuse_freed_memory() -> bool {
 pub(crate) fn map_spare(buf: &mut Vec<u8>) {
     #[cfg(target_os = "linux")]
     {
-        let spare = buf.spare_capacity_mut();
         // SAFETY: sysconf only reads a system value.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
-        if page == 0 || spare.len() < page {
-            return;
-        }
-        let start = spare.as_mut_ptr() as usize;
-        let first = start.next_multiple_of(page);
-        let end = (start + spare.len()) / page * page;
-        if end > first {
+        if let Some(pages) = whole_pages(buf.spare_capacity_mut(), page) {
             // SAFETY: the range lies within memory this vector owns; MADV_POPULATE_WRITE maps
             // its pages as a write would, without changing a byte. A kernel that lacks it refuses
             // the advice, and the pages fault in when written, as without it.
             unsafe {
-                libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_POPULATE_WRITE);
+                libc::madvise(pages.start as *mut libc::c_void, pages.len(), libc::MADV_POPULATE_WRITE);
             }
         }
     }
     #[cfg(not(target_os = "linux"))]
     let _ = buf;
+}
+
+/// The addresses of the whole pages (of `page` bytes) within `spare`; `None` when it holds none
+/// or the page size is unknown (0).
+#[cfg(target_os = "linux")]
+fn whole_pages(spare: &mut [std::mem::MaybeUninit<u8>], page: usize) -> Option<std::ops::Range<usize>> {
+    if page == 0 {
+        return None;
+    }
+    let start = spare.as_mut_ptr() as usize;
+    let first = start.next_multiple_of(page);
+    let end = (start + spare.len()) / page * page;
+    (end > first).then_some(first..end)
 }
 
 /// Makes the allocator's next `bytes` mapped in already, where freed memory is kept
@@ -127,11 +133,12 @@ mod tests {
 
     /// Hands the pages of `v`'s spare capacity back to the system: the next write to each faults.
     fn discard_spare(v: &mut Vec<u8>) {
-        let spare = v.spare_capacity_mut();
-        let start = (spare.as_mut_ptr() as usize).next_multiple_of(PAGE);
-        let end = (spare.as_mut_ptr() as usize + spare.len()) / PAGE * PAGE;
+        let pages = whole_pages(v.spare_capacity_mut(), PAGE).expect("a spare capacity of whole pages");
         // SAFETY: the range lies within memory `v` owns and holds nothing of its contents.
-        assert_eq!(unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) }, 0);
+        assert_eq!(
+            unsafe { libc::madvise(pages.start as *mut libc::c_void, pages.len(), libc::MADV_DONTNEED) },
+            0
+        );
     }
 
     #[test]
