@@ -62,6 +62,9 @@ impl SpecialOps<TypedFact, Box<dyn TypedOp>> for TypedModel {
     ) -> TractResult<TVec<OutletId>> {
         let op = op.into();
         let name = name.into();
+        // kiln patch: the error context names the op, so that the op itself moves into the graph
+        // below; it went in by reference, a clone of the op (a whole body graph, for a `Scan`).
+        let op_name = op.name();
         if let Some(konst) = op.downcast_ref::<Const>() {
             for node in &self.nodes {
                 if node.op_as::<Const>().is_some_and(|other| other == konst) {
@@ -131,7 +134,7 @@ impl SpecialOps<TypedFact, Box<dyn TypedOp>> for TypedModel {
                     fact.konst = Some(tensor.into_arc_tensor());
                 }
             }
-            let id = self.add_node(&name, &op, output_facts)?;
+            let id = self.add_node(&name, op, output_facts)?;
             inputs
                 .iter()
                 .enumerate()
@@ -145,7 +148,7 @@ impl SpecialOps<TypedFact, Box<dyn TypedOp>> for TypedModel {
                     .collect(),
             )
         }
-        .with_context(|| format!("Wiring node \"{name}\", {op:?}"))
+        .with_context(|| format!("Wiring node \"{name}\", {op_name}"))
     }
 
     fn add_const(

@@ -39,6 +39,22 @@ impl PartialEq for Scan {
 impl Eq for Scan {}
 
 impl Scan {
+    /// kiln patch: this op with `body` for its body, its other fields cloned. Built as
+    /// `Scan { body, ..self.clone() }`, the update cloned the whole body graph only to drop it.
+    fn with_body(&self, body: TypedModel) -> Scan {
+        Scan {
+            skip: self.skip,
+            reset_every_turn: self.reset_every_turn,
+            external_state: self.external_state,
+            body,
+            decluttered: self.decluttered,
+            input_mapping: self.input_mapping.clone(),
+            output_mapping: self.output_mapping.clone(),
+        }
+    }
+}
+
+impl Scan {
     pub fn to_codegen_op(&self, optimize_inner: bool) -> TractResult<OptScan> {
         let mut model = self.body.clone();
         if optimize_inner {
@@ -294,8 +310,7 @@ impl Scan {
                 patch.apply(&mut body)?;
                 body.set_input_outlets(&model_inputs)?;
                 body.declutter()?;
-                let op =
-                    Self { body, input_mapping: new_mappings, decluttered: true, ..self.clone() };
+                let op = Self { input_mapping: new_mappings, decluttered: true, ..self.with_body(body) };
                 return Ok(Some(TypedModelPatch::replace_single_op(model, node, &new_inputs, op)?));
             }
         }
@@ -485,12 +500,8 @@ impl Scan {
                             chunk: scan_info.chunk,
                         }));
 
-                        let new_op = Self {
-                            input_mapping,
-                            decluttered: false,
-                            body: new_body,
-                            ..self.clone()
-                        };
+                        let new_op =
+                            Self { input_mapping, decluttered: false, ..self.with_body(new_body) };
                         let output_wires =
                             outside_patch.wire_node(&*node.name, new_op, &patch_inputs)?;
                         for w in output_wires {
@@ -614,8 +625,7 @@ impl Scan {
                 let new_op = Self {
                     output_mapping: new_output_mapping,
                     decluttered: false,
-                    body: new_body.clone(), // FIXME maybe remove clone
-                    ..self.clone()
+                    ..self.with_body(new_body.clone()) // FIXME maybe remove clone
                 };
                 let scan_outputs = outside_patch.wire_node(&node.name, new_op, &inputs)?;
                 let output = mapping.scan.unwrap();
@@ -727,11 +737,10 @@ impl Scan {
         }
         body.check_consistency()?;
         let op = Some(Box::new(Scan {
-            body,
             input_mapping,
             output_mapping,
             decluttered: false,
-            ..self.clone()
+            ..self.with_body(body)
         }) as _);
         Ok(Some(AxisChangeConsequence { substitute_op: op, wire_changes }))
     }
@@ -983,8 +992,7 @@ impl TypedOp for Scan {
                 .iter()
                 .map(|om| om.set_symbols(subs))
                 .collect::<TractResult<Vec<_>>>()?,
-            body: self.body.set_symbols(subs)?,
-            ..self.clone()
+            ..self.with_body(self.body.set_symbols(subs)?)
         };
         target.wire_node(&node.name, op, &inputs)
     }
