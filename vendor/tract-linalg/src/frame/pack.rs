@@ -849,6 +849,34 @@ unsafe fn pack_mn_major_rows(
     k_range: Range<usize>,
 ) {
     unsafe {
+        pack_mn_major_with(
+            |dst, src, len| copy_row(dst, src, len),
+            mnr,
+            b,
+            packed,
+            panel_len,
+            k_stride_bytes,
+            mn_range_bytes,
+            k_range,
+        )
+    }
+}
+
+/// kiln patch: the walk of [`pack_mn_major_dyn`]: for each `k`, the row of every whole panel
+/// copied by `copy_row` (destination, source, bytes), then the short last panel's part.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack_mn_major_with(
+    copy_row: impl Fn(*mut u8, *const u8, usize),
+    mnr: usize,
+    b: *const u8,
+    packed: *mut u8,
+    panel_len: usize,
+    k_stride_bytes: isize,
+    mn_range_bytes: Range<usize>,
+    k_range: Range<usize>,
+) {
+    unsafe {
         let full_panes = mn_range_bytes.len() / mnr;
         let partial_pane = mn_range_bytes.len() % mnr;
         for k in 0..k_range.len() {
@@ -868,8 +896,8 @@ unsafe fn pack_mn_major_rows(
     }
 }
 
-/// kiln patch: [`pack_mn_major_dyn`] with a `$width`-byte vector move (`$load`, `$store`) for
-/// each full part of a row, then 16-byte moves and the bytes left. With 16-byte moves alone,
+/// kiln patch: [`pack_mn_major_rows`] with a `$width`-byte vector move (`$load`, `$store`) for
+/// each full part of a row, then [`copy_row`]'s moves for the rest. With 16-byte moves alone,
 /// packing a 128 × 256 activation into 32-row panels took 5 µs (128-byte rows) and into
 /// 40-row panels 8 µs; x86-64 machines with AVX or AVX-512 move a row in fewer, wider steps.
 #[cfg(target_arch = "x86_64")]
@@ -886,38 +914,25 @@ macro_rules! pack_mn_major_wide {
             k_range: Range<usize>,
         ) {
             use std::arch::x86_64::*;
-            let full_panes = mn_range_bytes.len() / mnr;
-            let partial_pane = mn_range_bytes.len() % mnr;
-            unsafe {
-                for k in 0..k_range.len() {
-                    let mut p_row = packed.add(k * mnr);
-                    let mut b_row = b.offset(
-                        (k_range.start + k) as isize * k_stride_bytes
-                            + mn_range_bytes.start as isize,
-                    );
-                    for _ in 0..full_panes {
-                        let mut i = 0;
-                        while i + $width <= mnr {
-                            $store(p_row.add(i) as *mut $vec, $load(b_row.add(i) as *const $vec));
-                            i += $width;
-                        }
-                        while i + 16 <= mnr {
-                            _mm_storeu_si128(
-                                p_row.add(i) as *mut __m128i,
-                                _mm_loadu_si128(b_row.add(i) as *const __m128i),
-                            );
-                            i += 16;
-                        }
-                        if i < mnr {
-                            p_row.add(i).copy_from_nonoverlapping(b_row.add(i), mnr - i);
-                        }
-                        p_row = p_row.add(panel_len);
-                        b_row = b_row.add(mnr);
-                    }
-                    if partial_pane > 0 {
-                        p_row.copy_from_nonoverlapping(b_row, partial_pane);
-                    }
+            let wide_row = |dst: *mut u8, src: *const u8, len: usize| unsafe {
+                let mut i = 0;
+                while i + $width <= len {
+                    $store(dst.add(i) as *mut $vec, $load(src.add(i) as *const $vec));
+                    i += $width;
                 }
+                copy_row(dst.add(i), src.add(i), len - i);
+            };
+            unsafe {
+                pack_mn_major_with(
+                    wide_row,
+                    mnr,
+                    b,
+                    packed,
+                    panel_len,
+                    k_stride_bytes,
+                    mn_range_bytes,
+                    k_range,
+                )
             }
         }
     };
