@@ -93,7 +93,7 @@ fn coin_stream(rng: &mut ChaCha8Rng) -> Vec<u8> {
     };
     let w = NextWordWeights { embedding, lstm: vec![zero_layer(h)], head, tied: false };
     let meta = NextWordMeta {
-        vocab: ["<unk>", "<eos>", "la", "fa"].map(String::from).to_vec(),
+        vocab: ["<unk>", "<eos>", "la", "fa"].map(String::from).into(),
         tokenizer: TokenizerSpec::default(),
         context: 35,
         layers: 1,

@@ -194,7 +194,7 @@ fn mismatched_metadata_is_refused() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let w = weights(&mut rng, 5, Some(3), 1, 2);
     let meta = NextWordMeta {
-        vocab: vec!["a".into(); 4],
+        vocab: vec!["a".into(); 4].into(),
         tokenizer: TokenizerSpec::default(),
         context: 2,
         layers: 1,

@@ -24,6 +24,7 @@
 //! follow, and [`EOS`] ends each line: it predicts where lines end, and reads a prompt whole.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -108,7 +109,8 @@ pub enum ContractError {
 /// Everything a next-word model file says about itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NextWordMeta {
-    pub vocab: Vec<String>,
+    /// The words, in token-id order (shared with the model's [`crate::Vocab`]).
+    pub vocab: Arc<[String]>,
     pub tokenizer: TokenizerSpec,
     pub context: usize,
     pub layers: usize,
@@ -126,7 +128,7 @@ impl NextWordMeta {
         vec![
             (key::FORMAT_VERSION.into(), FORMAT_VERSION.to_string()),
             (key::KIND.into(), KIND_NEXT_WORD.into()),
-            (key::VOCAB.into(), json(&self.vocab)),
+            (key::VOCAB.into(), json(&self.vocab[..])),
             (key::TOKENIZER.into(), json(&self.tokenizer)),
             (key::CONTEXT.into(), self.context.to_string()),
             (key::LAYERS.into(), self.layers.to_string()),
@@ -142,7 +144,7 @@ impl NextWordMeta {
         check_header(props, KIND_NEXT_WORD)?;
         let get = |k: &'static str| props.get(k).ok_or(ContractError::Missing(k));
         let meta = NextWordMeta {
-            vocab: parse_json(key::VOCAB, get(key::VOCAB)?)?,
+            vocab: parse_json::<Vec<String>>(key::VOCAB, get(key::VOCAB)?)?.into(),
             tokenizer: parse_json(key::TOKENIZER, get(key::TOKENIZER)?)?,
             context: parse(key::CONTEXT, get(key::CONTEXT)?)?,
             layers: parse(key::LAYERS, get(key::LAYERS)?)?,
@@ -252,7 +254,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(key: &'static str, v: &str) -> Res
     serde_json::from_str(v).map_err(|e| malformed(key, e.to_string()))
 }
 
-fn json<T: Serialize>(v: &T) -> String {
+fn json<T: Serialize + ?Sized>(v: &T) -> String {
     // Strings, numbers and `serde_json::Value`s: serialising them cannot fail.
     serde_json::to_string(v).expect("plain data serialises to JSON")
 }
@@ -263,7 +265,7 @@ mod tests {
 
     fn meta() -> NextWordMeta {
         NextWordMeta {
-            vocab: vec!["<unk>".into(), "a".into(), "b".into()],
+            vocab: vec!["<unk>".into(), "a".into(), "b".into()].into(),
             tokenizer: TokenizerSpec { lowercase: false, split_punctuation: true },
             context: 3,
             layers: 2,

@@ -158,7 +158,7 @@ fn one_hot(model: InferenceModel, shown: &str, words: Vec<String>) -> Result<For
         .with_input_fact(0, f32::fact([1, seq, vocab]).into())
         .map_err(|e| unsupported(format!("{e:#}")))?;
     let meta = NextWordMeta {
-        vocab: words,
+        vocab: words.into(),
         // The seed's vocabulary is plain lower-case words split on spaces.
         tokenizer: TokenizerSpec { lowercase: true, split_punctuation: false },
         context: seq,
@@ -269,7 +269,7 @@ fn token_ids(
     let positions = probe(&graph, ports, layout, layers, hidden, words.len(), shown)?;
     let meta = NextWordMeta {
         stream: words.iter().any(|w| w == EOS),
-        vocab: words,
+        vocab: words.into(),
         // word_language_model's corpus: words split on white space, as written.
         tokenizer: TokenizerSpec { lowercase: false, split_punctuation: false },
         context: export.map_or(1, |(seq, _)| seq),

@@ -386,7 +386,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         "kind": kiln_infer::contract::KIND_NEXT_WORD,
                         "interface": m.interface(),
                         "vocab_size": meta.vocab.len(),
-                        "vocab": meta.vocab,
+                        "vocab": &meta.vocab[..],
                         "context": meta.context,
                         "stream": meta.stream,
                         "tokenizer": meta.tokenizer,

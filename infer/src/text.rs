@@ -3,6 +3,7 @@
 use hashbrown::hash_table::{Entry, HashTable};
 use hashbrown::DefaultHashBuilder;
 use std::hash::BuildHasher as _;
+use std::sync::Arc;
 
 use crate::contract::{TokenizerSpec, EOS, UNK};
 
@@ -100,7 +101,9 @@ pub fn join(words: &[String]) -> String {
 /// The words a model knows, in token-id order.
 #[derive(Debug, Clone)]
 pub struct Vocab {
-    words: Vec<String>,
+    /// Shared with the model's metadata ([`crate::NextWordMeta::vocab`]): a model's 8,000 words
+    /// copied took 0.35 ms of its load.
+    words: Arc<[String]>,
     /// Each word's id, found by the word's hash and checked against `words`: the words are not
     /// stored twice (indexing the Shakespeare LSTM's 8,000 words took 0.65 ms with a map of
     /// copied words and SipHash).
@@ -132,7 +135,8 @@ pub fn shorten(word: &str) -> String {
 impl Vocab {
     /// The vocabulary of `words`, the word of id `i` at `words[i]`. A word listed twice has
     /// the id of its last place.
-    pub fn new(words: Vec<String>) -> Self {
+    pub fn new(words: impl Into<Arc<[String]>>) -> Self {
+        let words = words.into();
         let hasher = DefaultHashBuilder::default();
         let mut index = HashTable::with_capacity(words.len());
         for (id, word) in words.iter().enumerate() {

@@ -453,7 +453,7 @@ fn train_from(run: &LmRun, cfg: LmConfig, data: LmData, resume: Option<Saved>) -
     vs.freeze();
 
     let meta = NextWordMeta {
-        vocab: data.vocab.words().to_vec(),
+        vocab: data.vocab.words().into(),
         tokenizer: run.train.tokenizer.clone(),
         context: cfg.context as usize,
         layers: cfg.layers as usize,
