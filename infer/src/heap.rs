@@ -12,7 +12,8 @@
 //!
 //! Loading a model fills fresh memory too, the file's bytes and the protobuf's copy of its
 //! weights: `map_spare` and `map_ahead` map those pages in with one system call each, where
-//! a first write would take a page fault per page.
+//! a first write would take a page fault per page, and in huge pages where the kernel gives them
+//! on request.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
