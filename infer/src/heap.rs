@@ -12,8 +12,7 @@
 //!
 //! Loading a model fills fresh memory too, the file's bytes and the protobuf's copy of its
 //! weights: `map_spare` and `map_ahead` map those pages in with one system call each, where
-//! a first write would take a page fault per page, and in huge pages where the kernel gives them
-//! on request.
+//! a first write would take a page fault per page.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -41,41 +40,24 @@ pub fn reuse_freed_memory() -> bool {
 }
 
 /// Maps in the pages of `buf`'s spare capacity in one system call, where a first write would
-/// take a page fault per page (Linux 5.14 and later; elsewhere it does nothing), in huge pages
-/// where the system allows them for memory that asks (transparent huge pages set to `madvise` or
-/// `always`): each 2 MiB huge page is mapped in at once, where 512 small ones are zeroed and
-/// mapped one at a time. Filling 9 MB of fresh memory, the one call saves about a millisecond
-/// over a fault per page, and huge pages about another.
+/// take a page fault per page (Linux 5.14 and later; elsewhere it does nothing). Filling 9 MB
+/// of fresh memory, it saves about a millisecond.
 pub(crate) fn map_spare(buf: &mut Vec<u8>) {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: sysconf only reads a system value.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
         if let Some(pages) = whole_pages(buf.spare_capacity_mut(), page) {
-            // SAFETY: the range lies within memory this vector owns and holds nothing of its
-            // contents.
-            unsafe { map_in(pages) };
+            // SAFETY: the range lies within memory this vector owns; MADV_POPULATE_WRITE maps
+            // its pages as a write would, without changing a byte. A kernel that lacks it refuses
+            // the advice, and the pages fault in when written, as without it.
+            unsafe {
+                libc::madvise(pages.start as *mut libc::c_void, pages.len(), libc::MADV_POPULATE_WRITE);
+            }
         }
     }
     #[cfg(not(target_os = "linux"))]
     let _ = buf;
-}
-
-/// [`map_spare`]'s advice on a range of whole pages.
-///
-/// # Safety
-/// `pages` lies within memory the caller owns.
-#[cfg(target_os = "linux")]
-unsafe fn map_in(pages: std::ops::Range<usize>) {
-    let start = pages.start as *mut libc::c_void;
-    // SAFETY: MADV_HUGEPAGE only marks the range as wanting huge pages (the aligned 2 MiB
-    // blocks within it get them); a kernel without them refuses the advice. MADV_POPULATE_WRITE
-    // maps the pages in as a write would, without changing a byte; a kernel that lacks it
-    // refuses the advice, and the pages fault in when written, as without it.
-    unsafe {
-        libc::madvise(start, pages.len(), libc::MADV_HUGEPAGE);
-        libc::madvise(start, pages.len(), libc::MADV_POPULATE_WRITE);
-    }
 }
 
 /// The addresses of the whole pages (of `page` bytes) within `spare`; `None` when it holds none
@@ -173,66 +155,6 @@ mod tests {
         map_spare(&mut v);
         let mapped = write_spare(&mut v);
         assert!(mapped < 300, "16 MiB mapped in took {mapped} faults when written (fresh: {fresh})");
-    }
-
-    /// Whether the kernel has transparent huge pages, whatever their setting: memory can ask
-    /// for them.
-    fn kernel_has_huge_pages() -> bool {
-        std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists()
-    }
-
-    /// The `VmFlags` of the mapping that holds `addr`, from `/proc/self/smaps`.
-    fn vm_flags(addr: usize) -> Vec<String> {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("/proc/self/smaps");
-        let mut inside = false;
-        for line in smaps.lines() {
-            if let Some(flags) = line.strip_prefix("VmFlags:") {
-                if inside {
-                    return flags.split_whitespace().map(str::to_string).collect();
-                }
-                continue;
-            }
-            let range = line.split_whitespace().next().and_then(|r| r.split_once('-'));
-            if let Some((Ok(from), Ok(to))) =
-                range.map(|(from, to)| (usize::from_str_radix(from, 16), usize::from_str_radix(to, 16)))
-            {
-                inside = (from..to).contains(&addr);
-            }
-        }
-        panic!("no mapping in /proc/self/smaps holds {addr:#x}")
-    }
-
-    #[test]
-    fn pages_mapped_in_ask_for_huge_pages_where_the_kernel_has_them() {
-        const LEN: usize = 16 << 20;
-        // A fresh mapping of its own, which nothing else in the process has advised.
-        // SAFETY: an anonymous private mapping, unmapped below.
-        let start = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                LEN,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(start, libc::MAP_FAILED);
-        let middle = start as usize + LEN / 2;
-        let before = vm_flags(middle);
-        // SAFETY: the range is the mapping made above.
-        unsafe { map_in(start as usize..start as usize + LEN) };
-        let after = vm_flags(middle);
-        // SAFETY: the mapping made above, used no more.
-        unsafe { libc::munmap(start, LEN) };
-        let hg = |flags: &[String]| flags.iter().any(|f| f == "hg");
-        assert!(!hg(&before), "a fresh mapping asked for huge pages already: {before:?}");
-        assert_eq!(
-            hg(&after),
-            kernel_has_huge_pages(),
-            "kernel has huge pages: {}; the mapping's flags after: {after:?}",
-            kernel_has_huge_pages()
-        );
     }
 
     #[test]
