@@ -23,8 +23,12 @@ pub enum ReadError {
 /// checked first, and a pipe or a device that never ends (`/dev/zero`) is read no further than
 /// `max + 1` bytes.
 pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
+    read_open_bounded(&std::fs::File::open(path)?, max)
+}
+
+/// [`read_bounded`] of a file already open, from where it stands to its end.
+pub fn read_open_bounded(mut file: &std::fs::File, max: u64) -> Result<Vec<u8>, ReadError> {
     use std::io::Read as _;
-    let file = std::fs::File::open(path)?;
     let len = file.metadata()?.len();
     if len > max {
         return Err(ReadError::TooLarge { max });
@@ -36,7 +40,7 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
         std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("no memory for its {len} bytes"))
     })?;
     crate::heap::map_spare(&mut bytes);
-    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    (&mut file).take(max.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
         return Err(ReadError::TooLarge { max });
     }

@@ -10,9 +10,10 @@
 //! same (that scoring run: 234–325 MB before, 328–352 MB after); it is not handed back between
 //! calls.
 //!
-//! Loading a model fills fresh memory too, the file's bytes and the protobuf's copy of its
-//! weights: `map_spare` and `map_ahead` map those pages in with one system call each, where
-//! a first write would take a page fault per page.
+//! Loading a model fills fresh memory too, the file's bytes, the protobuf's copy of its weights
+//! or tract's tensors read straight from the file: `map_spare`, `map_in` and `map_ahead` map
+//! those pages in with one system call each, where a first write would take a page fault per
+//! page.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -44,20 +45,42 @@ pub fn reuse_freed_memory() -> bool {
 /// of fresh memory, it saves about a millisecond.
 pub(crate) fn map_spare(buf: &mut Vec<u8>) {
     #[cfg(target_os = "linux")]
-    {
-        // SAFETY: sysconf only reads a system value.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
-        if let Some(pages) = whole_pages(buf.spare_capacity_mut(), page) {
-            // SAFETY: the range lies within memory this vector owns; MADV_POPULATE_WRITE maps
-            // its pages as a write would, without changing a byte. A kernel that lacks it refuses
-            // the advice, and the pages fault in when written, as without it.
-            unsafe {
-                libc::madvise(pages.start as *mut libc::c_void, pages.len(), libc::MADV_POPULATE_WRITE);
-            }
-        }
-    }
+    populate(buf.spare_capacity_mut());
     #[cfg(not(target_os = "linux"))]
     let _ = buf;
+}
+
+/// Maps in the pages of `bytes`, as [`map_spare`] does a vector's spare capacity: for memory
+/// about to be filled by one read.
+pub(crate) fn map_in(bytes: &mut [u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: the same memory, seen as possibly uninitialised bytes; nothing is written to it.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(
+                bytes.as_mut_ptr().cast::<std::mem::MaybeUninit<u8>>(),
+                bytes.len(),
+            )
+        };
+        populate(bytes);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = bytes;
+}
+
+/// Maps in the whole pages within `mem` in one system call.
+#[cfg(target_os = "linux")]
+fn populate(mem: &mut [std::mem::MaybeUninit<u8>]) {
+    // SAFETY: sysconf only reads a system value.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
+    if let Some(pages) = whole_pages(mem, page) {
+        // SAFETY: the range lies within memory the caller owns; MADV_POPULATE_WRITE maps its
+        // pages as a write would, without changing a byte. A kernel that lacks it refuses the
+        // advice, and the pages fault in when written, as without it.
+        unsafe {
+            libc::madvise(pages.start as *mut libc::c_void, pages.len(), libc::MADV_POPULATE_WRITE);
+        }
+    }
 }
 
 /// The addresses of the whole pages (of `page` bytes) within `spare`; `None` when it holds none

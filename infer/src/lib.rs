@@ -22,7 +22,8 @@
 //! - [`bench`]: latency and throughput of a model on the machine at hand (`kiln bench`);
 //!   [`heap`]: the allocator setting `kiln` makes at start (freed memory kept for the next call).
 //! - [`load`], [`load_bytes`]: one read and parse of a model file, from a path or bytes, as
-//!   the kind it declares; [`fsx`]: atomic file writes.
+//!   the kind it declares (a next-word model's large weights read straight into tract's
+//!   tensors); [`fsx`]: bounded reads and atomic file writes.
 
 pub mod bench;
 pub mod contract;
@@ -40,6 +41,7 @@ mod read;
 pub mod samples;
 pub mod sampling;
 pub mod text;
+mod weights;
 
 pub use error::{Error, Result, Source as ErrorSource};
 pub use generator::GeneratorModel;

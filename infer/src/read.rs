@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tract_onnx::prelude::*;
 
 use crate::error::{run_err, Error, Result};
+use crate::weights::{Deferred, FillError, Source};
 
 /// How much a model file may ask for before anything is built from it: far above any kiln model
 /// (the shipped ones are under 10 MB and 100 nodes), low enough that a wrong or hostile file —
@@ -46,6 +47,12 @@ pub struct LoadOptions {
     pub limits: Limits,
 }
 
+/// Why [`ModelFile::decode_whole`] failed.
+enum Whole {
+    Io(std::io::Error),
+    Decode(prost::DecodeError),
+}
+
 /// A parsed model file: tract's graph and the file's metadata.
 pub(crate) struct ModelFile {
     /// How messages name the file (its path, or the name given with its bytes).
@@ -68,92 +75,149 @@ impl ModelFile {
     pub fn read(path: &Path, options: &LoadOptions) -> Result<Self> {
         let name = path.display().to_string();
         let max = options.limits.max_bytes;
+        let too_large = || Error::TooLarge { path: name.clone(), what: "bytes", limit: max as usize };
+        // A regular file is read where its fields are: its large weights straight into their
+        // tensors ([`crate::weights`]).
+        #[cfg(unix)]
+        {
+            let read_err = |source| Error::Read { path: name.clone(), source };
+            let file = std::fs::File::open(path).map_err(read_err)?;
+            let meta = file.metadata().map_err(read_err)?;
+            if meta.is_file() {
+                if meta.len() > max {
+                    return Err(too_large());
+                }
+                return Self::load(&Source::File(&file, meta.len()), name, options);
+            }
+        }
         let bytes = crate::fsx::read_bounded(path, max).map_err(|e| match e {
             crate::fsx::ReadError::Io(source) => Error::Read { path: name.clone(), source },
-            crate::fsx::ReadError::TooLarge { .. } => {
-                Error::TooLarge { path: name.clone(), what: "bytes", limit: max as usize }
-            }
+            crate::fsx::ReadError::TooLarge { .. } => too_large(),
         })?;
-        // Decoded from shared bytes, each weight is copied once, into the protobuf (from a slice,
-        // prost copies a field's bytes into a buffer of their own first, then into the field).
-        // The bytes are freed once decoded, before the rewrites and tract's copies of the
-        // weights, which then take their memory instead of pages the process never touched (each
-        // a page fault).
-        // Decoding copies the weights, nearly the file's size, into fresh memory.
-        crate::heap::map_ahead(bytes.len());
-        let proto = Self::decode(prost::bytes::Bytes::from(bytes), &name, options)?;
-        Self::from_proto(proto, name, options)
+        Self::load(&Source::Memory(&bytes), name, options)
     }
 
     /// Parses a model file's bytes; `name` names it in messages.
     pub fn parse(bytes: &[u8], name: String, options: &LoadOptions) -> Result<Self> {
-        let proto = Self::decode(bytes, &name, options)?;
-        Self::from_proto(proto, name, options)
+        Self::load(&Source::Memory(bytes), name, options)
     }
 
-    /// The file's protobuf, once it is within the limits and its structure and constants pass
-    /// the guards.
-    fn decode(
-        bytes: impl prost::bytes::Buf,
-        name: &str,
-        options: &LoadOptions,
-    ) -> Result<tract_onnx::pb::ModelProto> {
-        crate::error::catching(name, "reading the model", || {
-            let bad = |e: anyhow::Error| Error::BadModel { path: name.to_string(), source: e.into() };
+    /// Decodes the model in `src` and builds tract's graph of it, once its size, structure and
+    /// constants pass the guards.
+    fn load(src: &Source, name: String, options: &LoadOptions) -> Result<Self> {
+        let path = name.clone();
+        crate::error::catching(&path, "reading the model", move || {
             let limits = options.limits;
-            let path = || name.to_string();
-            if bytes.remaining() as u64 > limits.max_bytes {
-                return Err(Error::TooLarge {
-                    path: path(),
-                    what: "bytes",
-                    limit: limits.max_bytes as usize,
-                });
+            if src.len() > limits.max_bytes {
+                return Err(Error::TooLarge { path: name, what: "bytes", limit: limits.max_bytes as usize });
             }
-            // Decoded from the bytes in place: tract's `proto_model_for_read` first copies its
-            // reader into a vector grown by doubling, fresh memory at every step.
-            let proto =
-                <tract_onnx::pb::ModelProto as prost::Message>::decode(bytes).map_err(|e| bad(e.into()))?;
-            let nodes = proto.graph.as_ref().map_or(0, count_nodes);
-            if nodes > limits.max_nodes {
-                return Err(Error::TooLarge { path: path(), what: "graph nodes", limit: limits.max_nodes });
-            }
-            if let Some(g) = &proto.graph {
-                crate::guard::check_structure(g).map_err(|e| bad(anyhow::anyhow!(e)))?;
-                crate::guard::check_constants(g, limits.max_call_bytes).map_err(|r| match r.computes {
-                    true => Error::ComputesOnConstants { path: path(), node: r.node },
-                    false => Error::BuildsTooMuch {
-                        path: path(),
-                        node: r.node,
-                        need_mb: r.bytes.map(|b| (b / 1_000_000).min(u64::MAX as u128) as u64),
-                        limit_mb: limits.max_call_bytes / 1_000_000,
-                    },
-                })?;
-            }
-            Ok(proto)
+            let (proto, deferred) = Self::decode(src, &name)?;
+            Self::check(&proto, &name, limits)?;
+            Self::from_proto(proto, deferred, src, name, options)
         })
     }
 
-    /// tract's graph of a decoded file, after kiln's rewrites ([`crate::fuse`]).
+    /// The protobuf of the model in `src`, and its weights still to be read into tract's
+    /// tensors. A next-word model's graph is parsed once and its weights never read from the
+    /// protobuf, so they go straight into their tensors ([`crate::weights`]); any other file
+    /// (a generator's rewrites and a foreign model's reader read weights from the protobuf), or
+    /// one that does not walk as protobuf, is decoded whole, and prost says what is wrong with
+    /// it.
+    fn decode(src: &Source, name: &str) -> Result<(tract_onnx::pb::ModelProto, Deferred)> {
+        use prost::Message as _;
+        let bad = |e: anyhow::Error| Error::BadModel { path: name.to_string(), source: e.into() };
+        let kind = crate::weights::property(src, crate::contract::key::KIND);
+        if kind.is_ok_and(|k| k.as_deref() == Some(crate::contract::KIND_NEXT_WORD)) {
+            let split = crate::weights::split(src, crate::weights::LARGE).ok();
+            let skeleton = split.map(|s| (tract_onnx::pb::ModelProto::decode(&s.skeleton[..]), s.payloads));
+            if let Some((Ok(proto), payloads)) = skeleton {
+                if let Some(deferred) = Deferred::of(&proto, payloads) {
+                    return Ok((proto, deferred));
+                }
+            }
+        }
+        let whole = Self::decode_whole(src).map_err(|e| match e {
+            Whole::Io(source) => Error::Read { path: name.to_string(), source },
+            Whole::Decode(e) => bad(e.into()),
+        })?;
+        Ok((whole, Deferred::default()))
+    }
+
+    /// The protobuf of the whole file in `src`, weights and all.
+    fn decode_whole(src: &Source) -> std::result::Result<tract_onnx::pb::ModelProto, Whole> {
+        use prost::Message as _;
+        match src {
+            Source::Memory(b) => tract_onnx::pb::ModelProto::decode(*b).map_err(Whole::Decode),
+            #[cfg(unix)]
+            Source::File(file, len) => {
+                use std::io::Seek as _;
+                let mut file: &std::fs::File = file;
+                file.seek(std::io::SeekFrom::Start(0)).map_err(Whole::Io)?;
+                let bytes = crate::fsx::read_open_bounded(file, *len).map_err(|e| match e {
+                    crate::fsx::ReadError::Io(e) => Whole::Io(e),
+                    // The file grew since its length was taken.
+                    crate::fsx::ReadError::TooLarge { .. } => Whole::Io(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "it grew while being read",
+                    )),
+                })?;
+                // Decoding copies the weights, nearly the file's size, into fresh memory; once
+                // decoded, the file's bytes are freed, and tract's copies of the weights take
+                // their memory.
+                crate::heap::map_ahead(bytes.len());
+                tract_onnx::pb::ModelProto::decode(prost::bytes::Bytes::from(bytes)).map_err(Whole::Decode)
+            }
+        }
+    }
+
+    /// Refuses a decoded file beyond the limits or that the guards refuse.
+    fn check(proto: &tract_onnx::pb::ModelProto, name: &str, limits: Limits) -> Result<()> {
+        let bad = |e: anyhow::Error| Error::BadModel { path: name.to_string(), source: e.into() };
+        let path = || name.to_string();
+        let nodes = proto.graph.as_ref().map_or(0, count_nodes);
+        if nodes > limits.max_nodes {
+            return Err(Error::TooLarge { path: path(), what: "graph nodes", limit: limits.max_nodes });
+        }
+        if let Some(g) = &proto.graph {
+            crate::guard::check_structure(g).map_err(|e| bad(anyhow::anyhow!(e)))?;
+            crate::guard::check_constants(g, limits.max_call_bytes).map_err(|r| match r.computes {
+                true => Error::ComputesOnConstants { path: path(), node: r.node },
+                false => Error::BuildsTooMuch {
+                    path: path(),
+                    node: r.node,
+                    need_mb: r.bytes.map(|b| (b / 1_000_000).min(u64::MAX as u128) as u64),
+                    limit_mb: limits.max_call_bytes / 1_000_000,
+                },
+            })?;
+        }
+        Ok(())
+    }
+
+    /// tract's graph of a decoded file, after kiln's rewrites ([`crate::fuse`]), with its
+    /// deferred weights read from `src`.
     fn from_proto(
         mut proto: tract_onnx::pb::ModelProto,
+        deferred: Deferred,
+        src: &Source,
         name: String,
         options: &LoadOptions,
     ) -> Result<Self> {
-        let path = name.clone();
-        crate::error::catching(&path, "reading the model", move || {
-            use tract_onnx::tract_hir::prelude::Framework as _;
-            crate::fuse::optimise(&mut proto);
-            let graph = tract_onnx::onnx()
-                .model_for_proto_model(&proto)
-                .map_err(|e| Error::BadModel { path: name.clone(), source: e.into() })?;
-            let props = metadata(&graph);
-            // Only a generator runs it.
-            let generator = props.get(crate::contract::key::KIND).map(String::as_str)
-                == Some(crate::contract::KIND_GENERATOR);
-            let many_rows = generator.then(|| crate::fuse::for_many_rows(&proto)).flatten();
-            let proto = (!props.contains_key(crate::contract::key::KIND)).then_some(proto);
-            Ok(ModelFile { name, graph, props, limits: options.limits, proto, many_rows })
-        })
+        use tract_onnx::tract_hir::prelude::Framework as _;
+        let bad = |e: anyhow::Error| Error::BadModel { path: name.clone(), source: e.into() };
+        crate::fuse::optimise(&mut proto);
+        deferred.placeholders(&mut proto);
+        let mut graph = tract_onnx::onnx().model_for_proto_model(&proto).map_err(&bad)?;
+        deferred.fill(&mut graph, src).map_err(|e| match e {
+            FillError::Io(source) => Error::Read { path: name.clone(), source },
+            FillError::Tract(e) => bad(e),
+        })?;
+        let props = metadata(&graph);
+        // Only a generator runs it.
+        let generator = props.get(crate::contract::key::KIND).map(String::as_str)
+            == Some(crate::contract::KIND_GENERATOR);
+        let many_rows = generator.then(|| crate::fuse::for_many_rows(&proto)).flatten();
+        let proto = (!props.contains_key(crate::contract::key::KIND)).then_some(proto);
+        Ok(ModelFile { name, graph, props, limits: options.limits, proto, many_rows })
     }
 
     /// Whether the file declares a `kiln.kind`.
