@@ -83,7 +83,8 @@ impl ModelFile {
             let read_err = |source| Error::Read { path: name.clone(), source };
             let file = std::fs::File::open(path).map_err(read_err)?;
             let meta = file.metadata().map_err(read_err)?;
-            if meta.is_file() {
+            // A file of no length may still give bytes (`/proc`): read as a pipe is.
+            if meta.is_file() && meta.len() > 0 {
                 if meta.len() > max {
                     return Err(too_large());
                 }

@@ -326,6 +326,10 @@ impl Deferred {
         }
         let entries = payloads.into_iter().map(|payload| {
             let t = graph.initializer.get(payload.initializer)?;
+            // Values in another field too: tract would read those from the placeholder.
+            if !(t.float_data.is_empty() && t.double_data.is_empty() && t.int32_data.is_empty()) {
+                return None;
+            }
             let dt = float_type(t.data_type)?;
             let shape = shape_of(&t.dims, dt, payload.len)?;
             Some(Entry { name: t.name.clone(), dt, shape, payload })
@@ -621,8 +625,13 @@ mod tests {
         let parts = split(&Source::Memory(&bytes), LARGE).unwrap();
         let proto = ModelProto::decode(&parts.skeleton[..]).unwrap();
         assert!(Deferred::of(&proto, parts.payloads).is_none());
-        // Bytes that are not exactly the tensor its dimensions say, or not floats.
-        for change in [|t: &mut TensorProto| t.dims[1] += 1, |t: &mut TensorProto| t.data_type = 6] {
+        // Bytes that are not exactly the tensor its dimensions say, not floats, or beside values
+        // in another field.
+        for change in [
+            |t: &mut TensorProto| t.dims[1] += 1,
+            |t: &mut TensorProto| t.data_type = 6,
+            |t: &mut TensorProto| t.float_data = vec![1.0],
+        ] {
             let (mut model, _) = products(&[("w", 20_000)], &[]);
             change(&mut model.graph.as_mut().unwrap().initializer[0]);
             let bytes = model.encode_to_vec();

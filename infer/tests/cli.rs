@@ -538,6 +538,17 @@ fn generate_ends_at_the_end_of_the_line_unless_told_not_to() {
 }
 
 #[test]
+fn a_file_whose_length_says_nothing_is_read_as_a_pipe() {
+    // `/proc` files are regular files of length 0 that give bytes when read.
+    if std::path::Path::new("/proc/self/status").exists() {
+        fails(
+            &["info", "/proc/self/status"],
+            "/proc/self/status is not a model tract can load: failed to decode",
+        );
+    }
+}
+
+#[test]
 fn files_beyond_the_size_limit_are_refused_without_reading_them_whole() {
     let start = std::time::Instant::now();
     fails(&["info", "/dev/zero"], "/dev/zero has more than 100000000 bytes");
