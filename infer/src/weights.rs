@@ -640,4 +640,43 @@ mod tests {
             assert!(Deferred::of(&proto, parts.payloads).is_none());
         }
     }
+
+    #[test]
+    fn a_word_model_whose_weights_do_not_fit_is_refused_or_loaded_never_crashes() {
+        let bytes = shipped("shakespeare-lstm.onnx");
+        let whole = ModelProto::decode(&bytes[..]).unwrap();
+        let at = |m: &mut ModelProto, name: &str| -> usize {
+            m.graph.as_ref().unwrap().initializer.iter().position(|t| t.name == name).unwrap()
+        };
+        type Change = fn(&mut TensorProto, &mut TensorProto);
+        // Each change to the embedding (first) and a recurrent weight (second).
+        let changes: [(&str, Change); 8] = [
+            ("one name for both", |a, b| b.name = a.name.clone()),
+            ("names swapped", |a, b| std::mem::swap(&mut a.name, &mut b.name)),
+            ("dimensions off by one", |a, _| a.dims[1] -= 1),
+            ("dimensions of another weight", |a, b| a.dims = b.dims.clone()),
+            ("doubles", |a, _| a.data_type = 11),
+            ("halves", |_, b| b.data_type = 10),
+            ("bytes cut", |_, b| b.raw_data.truncate(b.raw_data.len() - 4)),
+            ("values twice", |a, _| a.float_data = vec![0.5; 4]),
+        ];
+        for (what, change) in changes {
+            let mut m = whole.clone();
+            let (a, b) = (at(&mut m, "embedding.weight"), at(&mut m, "lstm.l0.W"));
+            assert!(a < b, "the embedding comes first");
+            let inits = &mut m.graph.as_mut().unwrap().initializer;
+            let (first, second) = inits.split_at_mut(b);
+            change(&mut first[a], &mut second[0]);
+            let changed = m.encode_to_vec();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("m.onnx");
+            std::fs::write(&path, &changed).unwrap();
+            let options = crate::LoadOptions::default();
+            for loaded in [crate::load_bytes(&changed, "m.onnx", &options), crate::load(&path, &options)] {
+                if let Err(e @ crate::Error::Internal { .. }) = loaded {
+                    panic!("{what}: {e}");
+                }
+            }
+        }
+    }
 }
