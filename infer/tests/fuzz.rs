@@ -86,8 +86,9 @@ fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
-/// The files mutated, with how often each is picked (the large generators less often: each
-/// load of theirs costs more).
+/// The files mutated, with how often each is picked (the large models less often: each load of
+/// theirs costs more). The Shakespeare LSTM is the one next-word model whose weights are large
+/// enough to be read straight into tract's tensors.
 fn corpus() -> Vec<(String, Vec<u8>, u32)> {
     [
         ("models/seed-lstm.onnx", 6),
@@ -99,6 +100,7 @@ fn corpus() -> Vec<(String, Vec<u8>, u32)> {
         ("infer/tests/fixtures/word_lm_torch.onnx", 4),
         ("models/grid25-gan.onnx", 1),
         ("models/fashion-dcgan.onnx", 1),
+        ("models/shakespeare-lstm.onnx", 1),
     ]
     .into_iter()
     .map(|(path, weight)| (path.to_string(), std::fs::read(repo(path)).unwrap(), weight))
