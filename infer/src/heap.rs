@@ -45,7 +45,10 @@ pub fn reuse_freed_memory() -> bool {
 /// of fresh memory, it saves about a millisecond.
 pub(crate) fn map_spare(buf: &mut Vec<u8>) {
     #[cfg(target_os = "linux")]
-    populate(buf.spare_capacity_mut());
+    {
+        let spare = buf.spare_capacity_mut();
+        populate(spare.as_mut_ptr() as usize, spare.len());
+    }
     #[cfg(not(target_os = "linux"))]
     let _ = buf;
 }
@@ -54,26 +57,18 @@ pub(crate) fn map_spare(buf: &mut Vec<u8>) {
 /// about to be filled by one read.
 pub(crate) fn map_in(bytes: &mut [u8]) {
     #[cfg(target_os = "linux")]
-    {
-        // SAFETY: the same memory, seen as possibly uninitialised bytes; nothing is written to it.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(
-                bytes.as_mut_ptr().cast::<std::mem::MaybeUninit<u8>>(),
-                bytes.len(),
-            )
-        };
-        populate(bytes);
-    }
+    populate(bytes.as_mut_ptr() as usize, bytes.len());
     #[cfg(not(target_os = "linux"))]
     let _ = bytes;
 }
 
-/// Maps in the whole pages within `mem` in one system call.
+/// Maps in the whole pages within the `len` bytes at `start`, memory the caller holds mutably,
+/// in one system call.
 #[cfg(target_os = "linux")]
-fn populate(mem: &mut [std::mem::MaybeUninit<u8>]) {
+fn populate(start: usize, len: usize) {
     // SAFETY: sysconf only reads a system value.
     let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
-    if let Some(pages) = whole_pages(mem, page) {
+    if let Some(pages) = whole_pages(start, len, page) {
         // SAFETY: the range lies within memory the caller owns; MADV_POPULATE_WRITE maps its
         // pages as a write would, without changing a byte. A kernel that lacks it refuses the
         // advice, and the pages fault in when written, as without it.
@@ -83,16 +78,15 @@ fn populate(mem: &mut [std::mem::MaybeUninit<u8>]) {
     }
 }
 
-/// The addresses of the whole pages (of `page` bytes) within `spare`; `None` when it holds none
-/// or the page size is unknown (0).
+/// The addresses of the whole pages (of `page` bytes) within the `len` bytes at `start`; `None`
+/// when they hold none or the page size is unknown (0).
 #[cfg(target_os = "linux")]
-fn whole_pages(spare: &mut [std::mem::MaybeUninit<u8>], page: usize) -> Option<std::ops::Range<usize>> {
+fn whole_pages(start: usize, len: usize, page: usize) -> Option<std::ops::Range<usize>> {
     if page == 0 {
         return None;
     }
-    let start = spare.as_mut_ptr() as usize;
     let first = start.next_multiple_of(page);
-    let end = (start + spare.len()) / page * page;
+    let end = (start + len) / page * page;
     (end > first).then_some(first..end)
 }
 
@@ -156,7 +150,9 @@ mod tests {
 
     /// Hands the pages of `v`'s spare capacity back to the system: the next write to each faults.
     fn discard_spare(v: &mut Vec<u8>) {
-        let pages = whole_pages(v.spare_capacity_mut(), PAGE).expect("a spare capacity of whole pages");
+        let spare = v.spare_capacity_mut();
+        let pages = whole_pages(spare.as_mut_ptr() as usize, spare.len(), PAGE)
+            .expect("a spare capacity of whole pages");
         // SAFETY: the range lies within memory `v` owns and holds nothing of its contents.
         assert_eq!(
             unsafe { libc::madvise(pages.start as *mut libc::c_void, pages.len(), libc::MADV_DONTNEED) },

@@ -814,8 +814,6 @@ mod tests {
         }
     }
 
-    /// A recurrent layer keeps values of its own in a call's state, so a word model's calls do
-    /// not run in a kept state: the same window gives the same scores and state every time.
     /// The word index and the metadata hold one list of words: the Shakespeare LSTM's 8,000
     /// copied were 0.35 ms of its load.
     #[test]
@@ -826,6 +824,8 @@ mod tests {
         assert_eq!(model.meta().vocab.as_ptr(), model.vocab().words().as_ptr(), "the words were copied");
     }
 
+    /// A recurrent layer keeps values of its own in a call's state, so a word model's calls do
+    /// not run in a kept state: the same window gives the same scores and state every time.
     #[test]
     fn a_word_models_calls_each_run_in_a_state_of_their_own() {
         let model = NextWordModel::load(

@@ -75,25 +75,23 @@ impl ModelFile {
     pub fn read(path: &Path, options: &LoadOptions) -> Result<Self> {
         let name = path.display().to_string();
         let max = options.limits.max_bytes;
-        let too_large = || Error::TooLarge { path: name.clone(), what: "bytes", limit: max as usize };
+        let read_err = |source| Error::Read { path: name.clone(), source };
+        let file = std::fs::File::open(path).map_err(read_err)?;
         // A regular file is read where its fields are: its large weights straight into their
-        // tensors ([`crate::weights`]).
+        // tensors ([`crate::weights`]); `load` refuses it when it is over the limit. A file of
+        // no length may still give bytes (`/proc`): it is read as a pipe is.
         #[cfg(unix)]
         {
-            let read_err = |source| Error::Read { path: name.clone(), source };
-            let file = std::fs::File::open(path).map_err(read_err)?;
             let meta = file.metadata().map_err(read_err)?;
-            // A file of no length may still give bytes (`/proc`): read as a pipe is.
             if meta.is_file() && meta.len() > 0 {
-                if meta.len() > max {
-                    return Err(too_large());
-                }
                 return Self::load(&Source::File(&file, meta.len()), name, options);
             }
         }
-        let bytes = crate::fsx::read_bounded(path, max).map_err(|e| match e {
+        let bytes = crate::fsx::read_open_bounded(&file, max).map_err(|e| match e {
             crate::fsx::ReadError::Io(source) => Error::Read { path: name.clone(), source },
-            crate::fsx::ReadError::TooLarge { .. } => too_large(),
+            crate::fsx::ReadError::TooLarge { .. } => {
+                Error::TooLarge { path: name.clone(), what: "bytes", limit: max as usize }
+            }
         })?;
         Self::load(&Source::Memory(&bytes), name, options)
     }

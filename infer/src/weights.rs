@@ -137,7 +137,8 @@ impl<'s> Walk<'s> {
             return Err(broken("a field numbered 0", pos));
         }
         let rest = &head[used..];
-        let (body, len) = match wire {
+        // How many bytes a length takes after the tag, and how many the value takes.
+        let (prefix, len) = match wire {
             0 => (0, varint(rest).ok_or_else(|| broken("a bad varint", pos))?.1 as u64),
             1 => (0, 8),
             5 => (0, 4),
@@ -147,10 +148,10 @@ impl<'s> Walk<'s> {
             }
             _ => return Err(broken(&format!("wire type {wire}, which ONNX does not use"), pos)),
         };
-        let body = pos + used as u64 + body;
+        let body = pos + used as u64 + prefix;
         let field_end = body.checked_add(len).filter(|&e| e <= end);
-        let field_end = field_end.ok_or_else(|| broken("a field that runs past its message", pos))?;
-        Ok(Field { number, wire, body: if wire == LEN { body } else { pos + used as u64 }, end: field_end })
+        let end = field_end.ok_or_else(|| broken("a field that runs past its message", pos))?;
+        Ok(Field { number, wire, body, end })
     }
 
     /// Appends the bytes from `start` to `end` to `out`.
@@ -645,7 +646,7 @@ mod tests {
     fn a_word_model_whose_weights_do_not_fit_is_refused_or_loaded_never_crashes() {
         let bytes = shipped("shakespeare-lstm.onnx");
         let whole = ModelProto::decode(&bytes[..]).unwrap();
-        let at = |m: &mut ModelProto, name: &str| -> usize {
+        let at = |m: &ModelProto, name: &str| -> usize {
             m.graph.as_ref().unwrap().initializer.iter().position(|t| t.name == name).unwrap()
         };
         type Change = fn(&mut TensorProto, &mut TensorProto);
@@ -662,7 +663,7 @@ mod tests {
         ];
         for (what, change) in changes {
             let mut m = whole.clone();
-            let (a, b) = (at(&mut m, "embedding.weight"), at(&mut m, "lstm.l0.W"));
+            let (a, b) = (at(&m, "embedding.weight"), at(&m, "lstm.l0.W"));
             assert!(a < b, "the embedding comes first");
             let inits = &mut m.graph.as_mut().unwrap().initializer;
             let (first, second) = inits.split_at_mut(b);
