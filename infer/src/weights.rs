@@ -390,10 +390,9 @@ impl Deferred {
             node.op = Box::new(Const::new(tensor).map_err(FillError::Tract)?);
             node.outputs[0].fact = fact.into();
         }
-        // tract's optimiser copies some weights again (each recurrent weight as it drops the
-        // weight's direction axis: 4.4 MB of the Shakespeare LSTM's 9 MB, by page faults), and
-        // the first call packs the products' weights: fresh memory, mapped in ahead here as much
-        // as a whole decode's copy of the weights used to leave free.
+        // The first call packs the products' weights into their kernels' layout (the Shakespeare
+        // LSTM's: 9 MB, as much as its weights): fresh memory, mapped in ahead here as much as a
+        // whole decode's copy of the weights used to leave free.
         crate::heap::map_ahead(total);
         Ok(())
     }

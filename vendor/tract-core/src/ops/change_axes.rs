@@ -1880,3 +1880,139 @@ mod proptests {
         )
     }
 }
+
+/// kiln patch: the least size, in bytes, of a constant that [`AxisOp::shared_change`] shares
+/// rather than copies. Smaller constants are copied as before.
+pub const SHARE_MIN_BYTES: usize = 64 * 1024;
+
+/// kiln patch: the storage of a constant that is another constant under another shape: an
+/// axis of 1 added or removed, or a reshape, which leave every byte in place. tract's tensors
+/// own their bytes, so folding such a change on a constant the graph still holds copied it
+/// (a recurrent weight of an ONNX `LSTM` was copied three times while the optimiser dropped its
+/// direction axis, then added and removed an axis for its product). This storage reads the
+/// bytes of `base`, and takes a copy of its own only when written to (`as_plain_ram_mut`).
+#[derive(Debug)]
+pub struct SharedBytes {
+    base: Arc<Tensor>,
+    own: Option<PlainStorage>,
+}
+
+impl SharedBytes {
+    fn bytes(&self) -> &PlainStorage {
+        match &self.own {
+            Some(own) => own,
+            // `shared_reshape` takes only a base whose storage is plain and in ram.
+            None => self.base.as_plain_ram_storage().expect("a shared base is plain"),
+        }
+    }
+
+    fn copied(&self) -> PlainStorage {
+        let bytes = self.bytes();
+        PlainStorage::from(
+            Blob::from_bytes_alignment(bytes.as_bytes(), bytes.layout().align())
+                .expect("the layout of an existing blob"),
+        )
+    }
+}
+
+impl PartialEq for SharedBytes {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for SharedBytes {}
+
+impl std::fmt::Display for SharedBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self.bytes(), f)
+    }
+}
+
+impl TensorStorage for SharedBytes {
+    fn byte_len(&self) -> usize {
+        self.bytes().as_bytes().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.byte_len() == 0
+    }
+
+    fn deep_clone(&self) -> Box<dyn TensorStorage> {
+        Box::new(self.copied())
+    }
+
+    fn as_plain_ram(&self) -> Option<&PlainStorage> {
+        Some(self.bytes())
+    }
+
+    fn as_plain_ram_mut(&mut self) -> Option<&mut PlainStorage> {
+        if self.own.is_none() {
+            self.own = Some(self.copied());
+        }
+        self.own.as_mut()
+    }
+
+    fn into_plain_ram(self: Box<Self>) -> Option<PlainStorage> {
+        Some(match self.own {
+            Some(own) => own,
+            None => self.copied(),
+        })
+    }
+
+    fn dyn_hash(&self, state: &mut dyn std::hash::Hasher) {
+        state.write_u8(0);
+        state.write(self.bytes().as_bytes());
+    }
+
+    fn exotic_fact(&self, _shape: &[usize]) -> TractResult<Option<Box<dyn ExoticFact>>> {
+        Ok(None)
+    }
+
+    fn is_exotic(&self) -> bool {
+        false
+    }
+}
+
+/// kiln patch: `t` under `shape`, sharing its bytes ([`SharedBytes`]), where that is sound: the
+/// same number of values, of a type without drop glue, in plain contiguous storage of at least
+/// [`SHARE_MIN_BYTES`]. `None` otherwise, and the caller copies as before.
+pub fn shared_reshape(t: &Arc<Tensor>, shape: &[usize]) -> Option<Tensor> {
+    let dt = t.datum_type();
+    if !dt.is_copy()
+        || t.is_exotic()
+        || t.len() != shape.iter().product::<usize>()
+        || t.len() * dt.size_of() < SHARE_MIN_BYTES
+    {
+        return None;
+    }
+    let base = match t.storage_as::<SharedBytes>() {
+        Some(shared) if shared.own.is_none() => shared.base.clone(),
+        Some(_) => return None,
+        None => t.clone(),
+    };
+    if !base.has_plain_ram_storage() || base.strides() != &*Tensor::natural_strides(base.shape())
+    {
+        return None;
+    }
+    Some(Tensor::from_storage(dt, shape, SharedBytes { base, own: None }))
+}
+
+impl AxisOp {
+    /// kiln patch: this change applied to the constant `t` without copying its bytes, where the
+    /// change leaves them in place (an axis added or removed, a reshape) and
+    /// [`shared_reshape`] takes it; `None` otherwise.
+    pub fn shared_change(&self, t: &Arc<Tensor>) -> Option<Tensor> {
+        if !matches!(self.canonical().as_ref(), Add(_) | Rm(_) | Reshape(..)) {
+            return None;
+        }
+        if let Rm(ix) = self.canonical().as_ref() {
+            if t.shape().get(*ix) != Some(&1) {
+                return None;
+            }
+        }
+        let mut shape: TVec<usize> = t.shape().into();
+        self.change_shape_array(&mut shape, false).ok()?;
+        shared_reshape(t, &shape)
+    }
+}

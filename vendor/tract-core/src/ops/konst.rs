@@ -23,7 +23,9 @@ impl Const {
         // A plain constant holds plain host bytes: storage that left them on a
         // device brings them back rather than pinning the buffer for the life
         // of the model.
-        let tensor = if fact.is_none() && !tensor.has_plain_ram_storage() {
+        // kiln patch: a constant sharing another's bytes (`SharedBytes`) keeps them.
+        let shared = tensor.storage_as::<crate::ops::change_axes::SharedBytes>().is_some();
+        let tensor = if fact.is_none() && !tensor.has_plain_ram_storage() && !shared {
             Arc::new(Arc::unwrap_or_clone(tensor).into_plain_ram()?)
         } else {
             tensor
@@ -110,8 +112,13 @@ impl TypedOp for Const {
         change: &AxisOp,
     ) -> TractResult<Option<AxisChangeConsequence>> {
         anyhow::ensure!(io == InOut::Out(0));
-        let mut new_tensor = self.0.clone().into_tensor();
-        if change.change_tensor(&mut new_tensor, false).is_ok() {
+        // kiln patch: a large constant's axis change shares its bytes
+        // (`AxisOp::shared_change`); a change that moves them is a copy, as before.
+        let changed = change.shared_change(&self.0).map(Ok).unwrap_or_else(|| {
+            let mut new_tensor = self.0.clone().into_tensor();
+            change.change_tensor(&mut new_tensor, false).map(|_| new_tensor)
+        });
+        if let Ok(new_tensor) = changed {
             let mut sub = Const(new_tensor.into_arc_tensor(), None);
             if self.1.is_some() {
                 let my_fact = self.output_facts(&[])?;
