@@ -314,21 +314,11 @@ impl TypedModel {
             if inputs.iter().all(|i| i.konst.as_ref().is_some_and(|k| k.is_plain_ram()))
                 && outputs.iter().any(|o| o.konst.is_none())
             {
-                let inputs_ref: TVec<TValue> =
+                let inputs_ref =
                     inputs.iter().map(|f| f.konst.clone().unwrap().into_tvalue()).collect();
-                // kiln patch: an axis change of a large constant shares its bytes
-                // (`AxisOp::shared_change`) instead of copying them.
-                let shared = match (node.op_as::<crate::ops::change_axes::AxisOp>(), &*inputs_ref) {
-                    (Some(change), [input]) => {
-                        input.as_arc_tensor().and_then(|t| change.shared_change(t))
-                    }
-                    _ => None,
-                };
-                let folded = match shared {
-                    Some(t) => Ok(Some(tvec!(t.into_tvalue()))),
-                    None => node.op.eval_out_of_plan(inputs_ref),
-                };
-                match folded {
+                // kiln patch: `eval_constants` shares a large constant's bytes through an axis
+                // change instead of copying them.
+                match crate::ops::change_axes::eval_constants(node.op.as_ref(), inputs_ref) {
                     Ok(None) => (),
                     Ok(Some(res)) => {
                         drop(inputs);

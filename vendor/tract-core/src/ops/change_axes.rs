@@ -1986,10 +1986,11 @@ pub fn shared_reshape(t: &Arc<Tensor>, shape: &[usize]) -> Option<Tensor> {
     {
         return None;
     }
+    // A constant already shared shares its base (one that took a copy of its own is refused
+    // below: its storage is not plain).
     let base = match t.storage_as::<SharedBytes>() {
         Some(shared) if shared.own.is_none() => shared.base.clone(),
-        Some(_) => return None,
-        None => t.clone(),
+        _ => t.clone(),
     };
     if !base.has_plain_ram_storage() || base.strides() != &*Tensor::natural_strides(base.shape())
     {
@@ -2002,17 +2003,29 @@ impl AxisOp {
     /// kiln patch: this change applied to the constant `t` without copying its bytes, where the
     /// change leaves them in place (an axis added or removed, a reshape) and
     /// [`shared_reshape`] takes it; `None` otherwise.
+    /// Removing an axis longer than 1 changes the number of values, which `shared_reshape`
+    /// refuses.
     pub fn shared_change(&self, t: &Arc<Tensor>) -> Option<Tensor> {
-        if !matches!(self.canonical().as_ref(), Add(_) | Rm(_) | Reshape(..)) {
+        if matches!(self.canonical().as_ref(), Move(..)) {
             return None;
-        }
-        if let Rm(ix) = self.canonical().as_ref() {
-            if t.shape().get(*ix) != Some(&1) {
-                return None;
-            }
         }
         let mut shape: TVec<usize> = t.shape().into();
         self.change_shape_array(&mut shape, false).ok()?;
         shared_reshape(t, &shape)
     }
+}
+
+/// kiln patch: `op` evaluated on the constants `inputs`, as constant folding does; an axis
+/// change of a large constant shares the constant's bytes instead of copying them
+/// ([`AxisOp::shared_change`]).
+pub fn eval_constants(
+    op: &dyn TypedOp,
+    inputs: TVec<TValue>,
+) -> TractResult<Option<TVec<TValue>>> {
+    if let (Some(change), [input]) = (op.downcast_ref::<AxisOp>(), &*inputs)
+        && let Some(shared) = input.as_arc_tensor().and_then(|t| change.shared_change(t))
+    {
+        return Ok(Some(tvec!(shared.into_tvalue())));
+    }
+    op.eval_out_of_plan(inputs)
 }

@@ -2,7 +2,7 @@ use tract_data::TooEarly;
 
 use crate::internal::*;
 use crate::ops::array::Slice;
-use crate::ops::change_axes::AxisOp;
+use crate::ops::change_axes::eval_constants;
 use crate::ops::dummy::Dummy;
 use crate::ops::konst::Const;
 use crate::ops::matmul::pack::OptMatMulPack;
@@ -66,7 +66,8 @@ impl super::TypedPass for PropConst {
                     .iter()
                     .map(|f| f.mem_size().as_i64().unwrap_or(i64::MAX) as u64)
                     .sum();
-                match fold(node.op.as_ref(), inputs) {
+                // kiln patch: `eval_constants` shares a large constant's bytes through an axis change.
+                match eval_constants(node.op.as_ref(), inputs) {
                     Ok(None) => (),
                     Ok(Some(mut res)) => {
                         self.0 = node.id;
@@ -85,7 +86,7 @@ impl super::TypedPass for PropConst {
                             if succ.inputs.len() > 1 {
                                 break;
                             }
-                            let Ok(Some(succ_res)) = fold(succ.op.as_ref(), res.clone()) else {
+                            let Ok(Some(succ_res)) = eval_constants(succ.op.as_ref(), res.clone()) else {
                                 break;
                             };
                             let succ_mem: u64 = succ_res
@@ -133,17 +134,6 @@ impl super::TypedPass for PropConst {
         }
         Ok(None)
     }
-}
-
-/// `op` evaluated on the constants `inputs`; an axis change of a large constant shares the
-/// constant's bytes instead of copying them (kiln patch, [`AxisOp::shared_change`]).
-fn fold(op: &dyn TypedOp, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-    if let (Some(change), [input]) = (op.downcast_ref::<AxisOp>(), &*inputs)
-        && let Some(shared) = input.as_arc_tensor().and_then(|t| change.shared_change(t))
-    {
-        return Ok(Some(tvec!(shared.into_tvalue())));
-    }
-    op.eval_out_of_plan(inputs)
 }
 
 #[cfg(test)]
